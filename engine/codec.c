@@ -1,0 +1,696 @@
+/* codec.c: Lua <-> JSON with raw byte attachments (see codec.h).
+ *
+ * Per-byte work happens here in C: lua-cjson would do most of it, but it keeps only
+ * 14 significant digits and has no empty-array marker, and both lose data. */
+#include "codec.h"
+#include "error.h"
+#include "frame.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char sl_codec_array_key = 'a';
+const char sl_codec_bytes_key = 'b';
+
+void sl_codec_open(lua_State *L) {
+  const char *keys[2] = {&sl_codec_array_key, &sl_codec_bytes_key};
+  const char *names[2] = {"slither.array", "slither.bytes"};
+  int i;
+  for (i = 0; i < 2; i++) {
+    lua_pushlightuserdata(L, (void *)keys[i]);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlightuserdata(L, (void *)keys[i]);
+      lua_createtable(L, 0, 2);
+      lua_pushstring(L, names[i]);
+      lua_setfield(L, -2, "__name");
+      lua_rawset(L, LUA_REGISTRYINDEX);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+}
+
+/* ---- encoder ---------------------------------------------------------------- */
+
+typedef struct enc_path {
+  int is_index;
+  double index;
+  const char *key;
+} enc_path;
+
+typedef struct encoder {
+  lua_State *L;
+  sl_buf *out;
+  sl_buf *att;
+  int natt;
+  int array_mt; /* stack index of the array marker */
+  int bytes_mt;
+  enc_path path[SL_CODEC_MAX_DEPTH + 1];
+  char *err;
+  size_t errlen;
+  int failed;
+} encoder;
+
+static int enc_fail(encoder *e, int depth, const char *fmt, const char *what) {
+  char path[256];
+  size_t n = 0;
+  int i;
+  path[0] = '\0';
+  for (i = 0; i < depth && n < sizeof path - 40; i++) {
+    if (e->path[i].is_index)
+      n += (size_t)snprintf(path + n, sizeof path - n, "[%.17g]", e->path[i].index);
+    else
+      n += (size_t)snprintf(path + n, sizeof path - n, "%s%.60s", i ? "." : "",
+                            e->path[i].key);
+  }
+  snprintf(e->err, e->errlen, "%s%s", depth ? path : "value", depth ? ": " : ": ");
+  n = strlen(e->err);
+  snprintf(e->err + n, e->errlen - n, fmt, what);
+  e->failed = 1;
+  return SL_ECODEC;
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+/* Writes a JSON string for bytes that are valid UTF-8. Returns 0, or 1 if the
+ * bytes are not valid UTF-8 (the caller then sends them as an attachment). */
+int sl_json_string(sl_buf *b, const unsigned char *s, size_t n) {
+  size_t start = b->len, i = 0;
+  if (sl_buf_reserve(b, n + 2)) return -1;
+  b->data[b->len++] = '"';
+  while (i < n) {
+    unsigned char c = s[i];
+    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+      /* Copy a run of plain ASCII at once. */
+      size_t j = i + 1;
+      while (j < n && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' && s[j] < 0x80) j++;
+      if (sl_buf_append(b, s + i, j - i)) return -1;
+      i = j;
+    } else if (c < 0x80) {
+      char esc[6] = {'\\', 'u', '0', '0', hexd[c >> 4], hexd[c & 15]};
+      if (c == '"' || c == '\\') {
+        esc[1] = (char)c;
+        if (sl_buf_append(b, esc, 2)) return -1;
+      } else if (c == '\n') {
+        if (sl_buf_append(b, "\\n", 2)) return -1;
+      } else if (c == '\t') {
+        if (sl_buf_append(b, "\\t", 2)) return -1;
+      } else if (sl_buf_append(b, esc, 6)) {
+        return -1;
+      }
+      i++;
+    } else {
+      size_t len;
+      uint32_t cp;
+      if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
+      else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }
+      else if (c >= 0xf0 && c <= 0xf4) { len = 4; cp = c & 0x07; }
+      else goto invalid;
+      if (i + len > n) goto invalid;
+      {
+        size_t k;
+        for (k = 1; k < len; k++) {
+          if ((s[i + k] & 0xc0) != 0x80) goto invalid;
+          cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+      }
+      if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+          (cp >= 0xd800 && cp <= 0xdfff))
+        goto invalid;
+      if (sl_buf_append(b, s + i, len)) return -1;
+      i += len;
+    }
+  }
+  if (sl_buf_putc(b, '"')) return -1;
+  return 0;
+invalid:
+  b->len = start;
+  return 1;
+}
+
+static int put_bytes(encoder *e, const char *s, size_t n) {
+  char tmp[32];
+  char lenbuf[4];
+  int k = snprintf(tmp, sizeof tmp, "{\"\\u0000b\":%d}", e->natt++);
+  sl_put_u32le(lenbuf, (uint32_t)n);
+  if (sl_buf_append(e->out, tmp, (size_t)k) || sl_buf_append(e->att, lenbuf, 4) ||
+      sl_buf_append(e->att, s, n))
+    return SL_ENOMEM;
+  return 0;
+}
+
+static int put_i64(sl_buf *b, int64_t v) {
+  char tmp[24];
+  int i = 23;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  tmp[i] = '\0';
+  do {
+    tmp[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) tmp[--i] = '-';
+  return sl_buf_append(b, tmp + i, (size_t)(23 - i));
+}
+
+static int put_number(sl_buf *b, double d) {
+  char tmp[40];
+  int prec, n = 0;
+  if (d != d) return sl_buf_append(b, "NaN", 3);
+  if (isinf(d)) return d > 0 ? sl_buf_append(b, "Infinity", 8) : sl_buf_append(b, "-Infinity", 9);
+  if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) {
+    if (d == 0 && signbit(d)) return sl_buf_append(b, "-0.0", 4);
+    return put_i64(b, (int64_t)d);
+  }
+  for (prec = 15; prec <= 17; prec++) {
+    n = snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+    if (strtod(tmp, NULL) == d) break;
+  }
+  return sl_buf_append(b, tmp, (size_t)n);
+}
+
+static int enc_value(encoder *e, int idx, int depth, int as_list);
+
+/* Classify a table: 1 = list of n elements, 0 = object, <0 = error (set). */
+static int table_kind(encoder *e, int idx, int depth, size_t *n_out) {
+  lua_State *L = e->L;
+  size_t count = 0, strkeys = 0;
+  double maxkey = 0;
+  int mt_is_array = 0;
+  if (lua_getmetatable(L, idx)) {
+    mt_is_array = lua_rawequal(L, -1, e->array_mt);
+    lua_pop(L, 1);
+  }
+  if (mt_is_array) {
+    *n_out = lua_objlen(L, idx);
+    return 1;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      strkeys++;
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+      double k = lua_tonumber(L, -1);
+      if (k < 1 || k != floor(k)) {
+        lua_pop(L, 1);
+        return enc_fail(e, depth, "%s", "table has a number key that is not a list index"), -1;
+      }
+      if (k > maxkey) maxkey = k;
+    } else {
+      const char *tn = lua_typename(L, lua_type(L, -1));
+      lua_pop(L, 1);
+      return enc_fail(e, depth, "table key of type %s (keys must be strings or list indices)",
+                      tn), -1;
+    }
+  }
+  if (strkeys && strkeys != count)
+    return enc_fail(e, depth, "%s", "table mixes list indices and string keys"), -1;
+  if (strkeys || count == 0) return 0;
+  if (maxkey != (double)count) {
+    char what[64];
+    snprintf(what, sizeof what, "%.0f", maxkey);
+    return enc_fail(e, depth,
+                    "list has holes (largest index %s but fewer elements); use slither.null "
+                    "for nil", what), -1;
+  }
+  *n_out = count;
+  return 1;
+}
+
+static int enc_table(encoder *e, int idx, int depth, int as_list) {
+  lua_State *L = e->L;
+  size_t n = 0, i;
+  int kind;
+  if (depth >= SL_CODEC_MAX_DEPTH)
+    return enc_fail(e, depth, "%s", "tables nested too deeply (or a cycle)");
+  if (lua_getmetatable(L, idx)) {
+    int isbytes = lua_rawequal(L, -1, e->bytes_mt);
+    lua_pop(L, 1);
+    if (isbytes) {
+      size_t len;
+      const char *s;
+      lua_rawgeti(L, idx, 1);
+      s = lua_tolstring(L, -1, &len);
+      if (s == NULL) {
+        lua_pop(L, 1);
+        return enc_fail(e, depth, "%s", "slither.bytes value holds no string");
+      }
+      if (put_bytes(e, s, len)) return SL_ENOMEM;
+      lua_pop(L, 1);
+      return 0;
+    }
+  }
+  kind = table_kind(e, idx, depth, &n);
+  if (kind < 0) return SL_ECODEC;
+  if (as_list && kind == 0) {
+    size_t dummy;
+    lua_pushnil(L);
+    if (lua_next(L, idx)) {
+      lua_pop(L, 2);
+      (void)dummy;
+      return enc_fail(e, depth, "%s", "expected a list, got a table with string keys");
+    }
+    kind = 1;
+    n = 0;
+  }
+  if (!lua_checkstack(L, 4)) return enc_fail(e, depth, "%s", "Lua stack exhausted");
+  if (kind == 1) {
+    if (sl_buf_putc(e->out, '[')) return SL_ENOMEM;
+    for (i = 1; i <= n; i++) {
+      int rc;
+      if (i > 1 && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
+      lua_rawgeti(L, idx, (int)i);
+      e->path[depth].is_index = 1;
+      e->path[depth].index = (double)i;
+      rc = enc_value(e, lua_gettop(L), depth + 1, 0);
+      lua_pop(L, 1);
+      if (rc) return rc;
+    }
+    return sl_buf_putc(e->out, ']');
+  }
+  if (sl_buf_putc(e->out, '{')) return SL_ENOMEM;
+  lua_pushnil(L);
+  i = 0;
+  while (lua_next(L, idx)) {
+    size_t klen;
+    const char *k = lua_tolstring(L, -2, &klen); /* keys are strings: no conversion */
+    int rc;
+    if (i++ && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
+    rc = sl_json_string(e->out, (const unsigned char *)k, klen);
+    if (rc == 1) {
+      lua_pop(L, 2);
+      return enc_fail(e, depth, "%s", "table key is not valid UTF-8");
+    }
+    if (rc || sl_buf_putc(e->out, ':')) return SL_ENOMEM;
+    e->path[depth].is_index = 0;
+    e->path[depth].key = k;
+    rc = enc_value(e, lua_gettop(L), depth + 1, 0);
+    lua_pop(L, 1);
+    if (rc) {
+      lua_pop(L, 1);
+      return rc;
+    }
+  }
+  return sl_buf_putc(e->out, '}');
+}
+
+static int enc_value(encoder *e, int idx, int depth, int as_list) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      return sl_buf_append(e->out, "null", 4);
+    case LUA_TBOOLEAN:
+      return lua_toboolean(L, idx) ? sl_buf_append(e->out, "true", 4)
+                                   : sl_buf_append(e->out, "false", 5);
+    case LUA_TNUMBER:
+      return put_number(e->out, lua_tonumber(L, idx));
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      int rc = sl_json_string(e->out, (const unsigned char *)s, len);
+      if (rc == 1) return put_bytes(e, s, len);
+      return rc;
+    }
+    case LUA_TTABLE:
+      return enc_table(e, idx, depth, as_list);
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) return sl_buf_append(e->out, "null", 4);
+      /* fall through */
+    default:
+      return enc_fail(e, depth, "cannot encode a value of type %s",
+                      lua_typename(L, lua_type(L, idx)));
+  }
+}
+
+int sl_codec_encode(lua_State *L, int idx, int as_list, sl_buf *json, sl_buf *att,
+                    char *err, size_t errlen) {
+  encoder e;
+  int rc, top = lua_gettop(L);
+  if (idx < 0) idx = top + idx + 1;
+  if (as_list && lua_type(L, idx) != LUA_TTABLE) {
+    snprintf(err, errlen, "expected a list, got %s", lua_typename(L, lua_type(L, idx)));
+    return SL_ECODEC;
+  }
+  e.L = L;
+  e.out = json;
+  e.att = att;
+  e.natt = 0;
+  e.err = err;
+  e.errlen = errlen;
+  e.failed = 0;
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  e.array_mt = lua_gettop(L);
+  lua_pushlightuserdata(L, (void *)&sl_codec_bytes_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  e.bytes_mt = lua_gettop(L);
+  rc = enc_value(&e, idx, 0, as_list);
+  lua_settop(L, top);
+  if (rc && !e.failed) snprintf(err, errlen, "%s", sl_strerror(rc));
+  return rc ? (e.failed ? SL_ECODEC : rc) : 0;
+}
+
+/* ---- decoder ---------------------------------------------------------------- */
+
+typedef struct decoder {
+  lua_State *L;
+  const char *p, *start, *end;
+  const char **att_p;
+  size_t *att_n;
+  int natt;
+  int array_mt;
+  sl_buf scratch;
+  char *err;
+  size_t errlen;
+} decoder;
+
+static int dec_fail(decoder *d, const char *what) {
+  snprintf(d->err, d->errlen, "invalid JSON at byte %ld: %s", (long)(d->p - d->start), what);
+  return SL_ECODEC;
+}
+
+static void skip_ws(decoder *d) {
+  while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
+    d->p++;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static int read_hex4(decoder *d, const char *p, uint32_t *out) {
+  int i;
+  uint32_t v = 0;
+  if (d->end - p < 4) return -1;
+  for (i = 0; i < 4; i++) {
+    int h = hexval((unsigned char)p[i]);
+    if (h < 0) return -1;
+    v = (v << 4) | (uint32_t)h;
+  }
+  *out = v;
+  return 0;
+}
+
+static void put_utf8(sl_buf *b, uint32_t cp) {
+  char t[4];
+  size_t n;
+  if (cp < 0x80) { t[0] = (char)cp; n = 1; }
+  else if (cp < 0x800) { t[0] = (char)(0xc0 | (cp >> 6)); t[1] = (char)(0x80 | (cp & 0x3f)); n = 2; }
+  else if (cp < 0x10000) {
+    t[0] = (char)(0xe0 | (cp >> 12)); t[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    t[2] = (char)(0x80 | (cp & 0x3f)); n = 3;
+  } else {
+    t[0] = (char)(0xf0 | (cp >> 18)); t[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    t[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); t[3] = (char)(0x80 | (cp & 0x3f)); n = 4;
+  }
+  sl_buf_append(b, t, n);
+}
+
+/* Parse a string at d->p (on the opening quote); leaves the result in *s, *n
+ * (either pointing into the input or into the scratch buffer). */
+static int dec_string(decoder *d, const char **s, size_t *n) {
+  const char *p = ++d->p;
+  while (p < d->end && *p != '"' && *p != '\\') p++;
+  if (p >= d->end) return dec_fail(d, "unterminated string");
+  if (*p == '"') {
+    *s = d->p;
+    *n = (size_t)(p - d->p);
+    d->p = p + 1;
+    return 0;
+  }
+  d->scratch.len = 0;
+  sl_buf_append(&d->scratch, d->p, (size_t)(p - d->p));
+  while (p < d->end) {
+    char c = *p;
+    if (c == '"') {
+      d->p = p + 1;
+      *s = d->scratch.data;
+      *n = d->scratch.len;
+      return 0;
+    }
+    if (c != '\\') {
+      sl_buf_putc(&d->scratch, c);
+      p++;
+      continue;
+    }
+    if (++p >= d->end) break;
+    switch (*p) {
+      case '"': sl_buf_putc(&d->scratch, '"'); break;
+      case '\\': sl_buf_putc(&d->scratch, '\\'); break;
+      case '/': sl_buf_putc(&d->scratch, '/'); break;
+      case 'b': sl_buf_putc(&d->scratch, '\b'); break;
+      case 'f': sl_buf_putc(&d->scratch, '\f'); break;
+      case 'n': sl_buf_putc(&d->scratch, '\n'); break;
+      case 'r': sl_buf_putc(&d->scratch, '\r'); break;
+      case 't': sl_buf_putc(&d->scratch, '\t'); break;
+      case 'u': {
+        uint32_t cp, lo;
+        if (read_hex4(d, p + 1, &cp)) {
+          d->p = p;
+          return dec_fail(d, "bad \\u escape");
+        }
+        p += 4;
+        if (cp >= 0xd800 && cp <= 0xdbff && d->end - p >= 7 && p[1] == '\\' && p[2] == 'u' &&
+            !read_hex4(d, p + 3, &lo) && lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          p += 6;
+        } else if (cp >= 0xd800 && cp <= 0xdfff) {
+          cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
+        }
+        put_utf8(&d->scratch, cp);
+        break;
+      }
+      default:
+        d->p = p;
+        return dec_fail(d, "bad escape in string");
+    }
+    p++;
+  }
+  d->p = p;
+  return dec_fail(d, "unterminated string");
+}
+
+static int dec_number(decoder *d) {
+  const char *p = d->p;
+  char tmp[64];
+  size_t n;
+  int neg = 0;
+  if (*p == '-') { neg = 1; p++; }
+  if (d->end - p >= 8 && memcmp(p, "Infinity", 8) == 0) {
+    d->p = p + 8;
+    lua_pushnumber(d->L, neg ? -HUGE_VAL : HUGE_VAL);
+    return 0;
+  }
+  {
+    /* Fast path: up to 15 digits with no fraction is exact as a double. */
+    const char *q = p;
+    int64_t v = 0;
+    while (q < d->end && *q >= '0' && *q <= '9' && q - p < 15) v = v * 10 + (*q++ - '0');
+    if (q > p && (q == d->end || (*q != '.' && *q != 'e' && *q != 'E' &&
+                                  !(*q >= '0' && *q <= '9')))) {
+      d->p = q;
+      lua_pushnumber(d->L, (double)(neg ? -v : v));
+      return 0;
+    }
+  }
+  p = d->p;
+  n = 0;
+  while (p < d->end && n < sizeof tmp - 1 &&
+         ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' || *p == 'e' ||
+          *p == 'E'))
+    tmp[n++] = *p++;
+  tmp[n] = '\0';
+  {
+    char *endp;
+    double v = strtod(tmp, &endp);
+    if (n == 0 || endp != tmp + n) return dec_fail(d, "bad number");
+    d->p = p;
+    lua_pushnumber(d->L, v);
+  }
+  return 0;
+}
+
+static int dec_value(decoder *d, int depth);
+
+static int dec_array(decoder *d, int depth) {
+  lua_State *L = d->L;
+  int i = 0, rc;
+  d->p++;
+  lua_createtable(L, 4, 0);
+  lua_pushvalue(L, d->array_mt);
+  lua_setmetatable(L, -2);
+  skip_ws(d);
+  if (d->p < d->end && *d->p == ']') {
+    d->p++;
+    return 0;
+  }
+  for (;;) {
+    if ((rc = dec_value(d, depth + 1))) return rc;
+    lua_rawseti(L, -2, ++i);
+    skip_ws(d);
+    if (d->p >= d->end) return dec_fail(d, "unterminated list");
+    if (*d->p == ',') { d->p++; continue; }
+    if (*d->p == ']') { d->p++; return 0; }
+    return dec_fail(d, "expected ',' or ']'");
+  }
+}
+
+static int dec_object(decoder *d, int depth) {
+  lua_State *L = d->L;
+  int rc, first = 1;
+  d->p++;
+  lua_createtable(L, 0, 4);
+  skip_ws(d);
+  if (d->p < d->end && *d->p == '}') {
+    d->p++;
+    return 0;
+  }
+  for (;;) {
+    const char *k;
+    size_t kn;
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != '"') return dec_fail(d, "expected a string key");
+    if ((rc = dec_string(d, &k, &kn))) return rc;
+    if (first && kn == 2 && k[0] == '\0' && k[1] == 'b') {
+      /* {"\u0000b": i}: attachment i, a byte string. */
+      double v;
+      skip_ws(d);
+      if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
+      d->p++;
+      skip_ws(d);
+      if ((rc = dec_number(d))) return rc;
+      v = lua_tonumber(L, -1);
+      lua_pop(L, 2); /* the number and the table */
+      skip_ws(d);
+      if (d->p >= d->end || *d->p != '}') return dec_fail(d, "bad bytes reference");
+      d->p++;
+      if (v < 0 || v >= d->natt || v != floor(v))
+        return dec_fail(d, "bytes reference to a missing attachment");
+      lua_pushlstring(L, d->att_p[(int)v], d->att_n[(int)v]);
+      return 0;
+    }
+    first = 0;
+    lua_pushlstring(L, k, kn);
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
+    d->p++;
+    if ((rc = dec_value(d, depth + 1))) return rc;
+    lua_rawset(L, -3);
+    skip_ws(d);
+    if (d->p >= d->end) return dec_fail(d, "unterminated object");
+    if (*d->p == ',') { d->p++; continue; }
+    if (*d->p == '}') { d->p++; return 0; }
+    return dec_fail(d, "expected ',' or '}'");
+  }
+}
+
+static int dec_value(decoder *d, int depth) {
+  size_t left;
+  if (depth > SL_CODEC_MAX_DEPTH) return dec_fail(d, "nested too deeply");
+  if (!lua_checkstack(d->L, 4)) return dec_fail(d, "Lua stack exhausted");
+  skip_ws(d);
+  if (d->p >= d->end) return dec_fail(d, "unexpected end");
+  left = (size_t)(d->end - d->p);
+  switch (*d->p) {
+    case '{': return dec_object(d, depth);
+    case '[': return dec_array(d, depth);
+    case '"': {
+      const char *s;
+      size_t n;
+      int rc = dec_string(d, &s, &n);
+      if (rc) return rc;
+      lua_pushlstring(d->L, s, n);
+      return 0;
+    }
+    case 't':
+      if (left >= 4 && memcmp(d->p, "true", 4) == 0) { d->p += 4; lua_pushboolean(d->L, 1); return 0; }
+      break;
+    case 'f':
+      if (left >= 5 && memcmp(d->p, "false", 5) == 0) { d->p += 5; lua_pushboolean(d->L, 0); return 0; }
+      break;
+    case 'n':
+      if (left >= 4 && memcmp(d->p, "null", 4) == 0) { d->p += 4; lua_pushlightuserdata(d->L, NULL); return 0; }
+      break;
+    case 'N':
+      if (left >= 3 && memcmp(d->p, "NaN", 3) == 0) { d->p += 3; lua_pushnumber(d->L, NAN); return 0; }
+      break;
+    default:
+      if (*d->p == '-' || *d->p == 'I' || (*d->p >= '0' && *d->p <= '9')) {
+        if (*d->p == 'I') {
+          if (left >= 8 && memcmp(d->p, "Infinity", 8) == 0) {
+            d->p += 8;
+            lua_pushnumber(d->L, HUGE_VAL);
+            return 0;
+          }
+          break;
+        }
+        return dec_number(d);
+      }
+  }
+  return dec_fail(d, "unexpected character");
+}
+
+int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,
+                    size_t att_len, char *err, size_t errlen) {
+  decoder d;
+  int rc, top = lua_gettop(L);
+  size_t off = 0, n;
+  const char *ap;
+  const char *stack_p[8];
+  size_t stack_n[8];
+  d.L = L;
+  d.p = d.start = json;
+  d.end = json + len;
+  d.err = err;
+  d.errlen = errlen;
+  d.natt = 0;
+  while (sl_att_next(att, att_len, &off, &ap, &n)) d.natt++;
+  d.att_p = stack_p;
+  d.att_n = stack_n;
+  if (d.natt > 8) {
+    d.att_p = malloc(sizeof(char *) * (size_t)d.natt);
+    d.att_n = malloc(sizeof(size_t) * (size_t)d.natt);
+    if (!d.att_p || !d.att_n) {
+      free((void *)d.att_p);
+      free(d.att_n);
+      snprintf(err, errlen, "out of memory");
+      return SL_ENOMEM;
+    }
+  }
+  off = 0;
+  n = 0;
+  {
+    int i = 0;
+    while (sl_att_next(att, att_len, &off, &d.att_p[i], &d.att_n[i])) i++;
+  }
+  sl_buf_init(&d.scratch);
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  d.array_mt = lua_gettop(L);
+  rc = dec_value(&d, 0);
+  if (rc == 0) {
+    skip_ws(&d);
+    if (d.p != d.end) rc = dec_fail(&d, "trailing characters");
+  }
+  sl_buf_free(&d.scratch);
+  if (d.att_p != stack_p) {
+    free((void *)d.att_p);
+    free(d.att_n);
+  }
+  if (rc) {
+    lua_settop(L, top);
+    return rc;
+  }
+  lua_replace(L, d.array_mt); /* value takes the marker's slot */
+  lua_settop(L, top + 1);
+  return 0;
+}

@@ -1,0 +1,707 @@
+/* lua_core.c: the `slither.core` Lua module: the engine's loop, timers, pools and
+ * codec as seen from Lua. The user API (the slither Lua modules) is built on it.
+ *
+ * Callbacks from the loop run Lua on a dedicated thread anchored in the registry,
+ * never on a coroutine that may be dead by then. uv_run is not reentrant, so
+ * run_once refuses to run from inside a callback. */
+#include "codec.h"
+#include "engine.h"
+#include "error.h"
+#include "pool.h"
+#include "slither.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define ENGINE_KEY "slither.engine"
+#define POOL_MT "slither.pool"
+
+typedef struct lcore {
+  sl_engine e;
+  lua_State *cbL;   /* dedicated callback thread */
+  int in_run;       /* inside uv_run */
+  int call_events;  /* deliver call.* events to Lua */
+  int closed;
+} lcore;
+
+typedef struct lpool {
+  sl_pool *p;
+  lcore *core;
+  int start_ref, stop_ref, event_ref;
+} lpool;
+
+static lcore *get_core(lua_State *L) {
+  lcore *c;
+  lua_getfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!c || c->closed) luaL_error(L, "slither engine is closed");
+  return c;
+}
+
+/* Run the function on top of cbL's stack with nargs arguments; errors are logged
+ * with a traceback and never escape into libuv. */
+static void cb_call(lcore *c, int nargs) {
+  lua_State *L = c->cbL;
+  int base = lua_gettop(L) - nargs;
+  lua_getglobal(L, "debug");
+  lua_getfield(L, -1, "traceback");
+  lua_remove(L, -2);
+  lua_insert(L, base);
+  if (lua_pcall(L, nargs, 0, base)) {
+    sl_log(&c->e, SL_LOG_ERROR, "error in callback: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_remove(L, base);
+}
+
+static void push_ref(lua_State *L, int ref) { lua_rawgeti(L, LUA_REGISTRYINDEX, ref); }
+
+/* ---- loop --------------------------------------------------------------------- */
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e6);
+  return 1;
+}
+
+static int l_run(lua_State *L) {
+  lcore *c = get_core(L);
+  const char *mode = luaL_optstring(L, 1, "once");
+  int alive;
+  if (c->in_run)
+    return luaL_error(L, "cannot wait for the loop from inside a loop callback "
+                         "(run the waiting code in slither.spawn)");
+  c->in_run = 1;
+  alive = uv_run(c->e.loop, strcmp(mode, "nowait") == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  c->in_run = 0;
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+static int l_in_run(lua_State *L) {
+  lua_pushboolean(L, get_core(L)->in_run);
+  return 1;
+}
+
+typedef struct ltimer {
+  uv_timer_t t;
+  lcore *core;
+  int ref;
+} ltimer;
+
+static void timer_closed(uv_handle_t *h) { free(h); }
+
+static void timer_cb(uv_timer_t *t) {
+  ltimer *lt = (ltimer *)t;
+  lua_State *L = lt->core->cbL;
+  int ref = lt->ref;
+  uv_close((uv_handle_t *)t, timer_closed);
+  if (lt->core->closed) return;
+  push_ref(L, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  cb_call(lt->core, 0);
+}
+
+/* core.timer(ms, fn): call fn once after ms milliseconds. */
+static int l_timer(lua_State *L) {
+  lcore *c = get_core(L);
+  double ms = luaL_checknumber(L, 1);
+  ltimer *lt;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lt = malloc(sizeof *lt);
+  if (!lt) return luaL_error(L, "out of memory");
+  lua_pushvalue(L, 2);
+  lt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lt->core = c;
+  uv_timer_init(c->e.loop, &lt->t);
+  uv_timer_start(&lt->t, timer_cb, ms > 0 ? (uint64_t)ms : 0, 0);
+  return 0;
+}
+
+static void count_handle(uv_handle_t *h, void *arg) {
+  int *n = arg;
+  if (!uv_is_closing(h)) (*n)++;
+}
+
+/* core.handles(): open libuv handles (not counting closing ones). */
+static int l_handles(lua_State *L) {
+  int n = 0;
+  uv_walk(get_core(L)->e.loop, count_handle, &n);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int l_log(lua_State *L) {
+  lcore *c = get_core(L);
+  int level = sl_log_level_parse(luaL_checkstring(L, 1));
+  sl_log(&c->e, level, "%s", luaL_checkstring(L, 2));
+  return 0;
+}
+
+static int l_set_log_level(lua_State *L) {
+  get_core(L)->e.log_level = sl_log_level_parse(luaL_checkstring(L, 1));
+  return 0;
+}
+
+static int l_paths(lua_State *L) {
+  lcore *c = get_core(L);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, c->e.lua_path);
+  lua_setfield(L, -2, "lua");
+  lua_pushstring(L, c->e.worker_path);
+  lua_setfield(L, -2, "worker");
+  lua_pushstring(L, c->e.python);
+  lua_setfield(L, -2, "python");
+  return 1;
+}
+
+static int l_versions(lua_State *L) {
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, SLITHER_VERSION);
+  lua_setfield(L, -2, "slither");
+  lua_pushstring(L, uv_version_string());
+  lua_setfield(L, -2, "libuv");
+  lua_getglobal(L, "jit");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "version");
+    lua_setfield(L, -3, "luajit");
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int l_set_call_events(lua_State *L) {
+  get_core(L)->call_events = lua_toboolean(L, 1);
+  return 0;
+}
+
+static int l_pid_alive(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  char path[64];
+  FILE *f;
+  int alive = 0;
+  /* A zombie counts as gone: it holds no resources but its slot. */
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  f = fopen(path, "r");
+  if (f) {
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    char *rp;
+    buf[n] = '\0';
+    rp = strrchr(buf, ')');
+    alive = !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+    fclose(f);
+  }
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+/* ---- codec -------------------------------------------------------------------- */
+
+static int l_encode(lua_State *L) {
+  sl_buf json, att;
+  char err[512];
+  int rc, as_list = lua_toboolean(L, 2);
+  luaL_checkany(L, 1);
+  sl_buf_init(&json);
+  sl_buf_init(&att);
+  rc = sl_codec_encode(L, 1, as_list, &json, &att, err, sizeof err);
+  if (rc) {
+    sl_buf_free(&json);
+    sl_buf_free(&att);
+    return luaL_error(L, "cannot encode %s", err);
+  }
+  lua_pushlstring(L, json.data ? json.data : "", json.len);
+  lua_pushlstring(L, att.data ? att.data : "", att.len);
+  sl_buf_free(&json);
+  sl_buf_free(&att);
+  return 2;
+}
+
+static int l_decode(lua_State *L) {
+  size_t n, an = 0;
+  const char *s = luaL_checklstring(L, 1, &n);
+  const char *a = luaL_optlstring(L, 2, "", &an);
+  char err[256];
+  if (sl_codec_decode(L, s, n, a, an, err, sizeof err)) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  return 1;
+}
+
+/* ---- pools -------------------------------------------------------------------- */
+
+static lpool *check_pool(lua_State *L, int idx) {
+  lpool *lp = luaL_checkudata(L, idx, POOL_MT);
+  if (!lp->p) luaL_error(L, "pool is closed");
+  return lp;
+}
+
+static const char **string_list(lua_State *L, int idx, const char *field) {
+  const char **out;
+  size_t n, i;
+  lua_getfield(L, idx, field);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  n = lua_objlen(L, -1);
+  out = calloc(n + 1, sizeof *out);
+  for (i = 0; out && i < n; i++) {
+    lua_rawgeti(L, -1, (int)i + 1);
+    out[i] = lua_tostring(L, -1); /* anchored by the table, which outlives the call */
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void start_cb(sl_pool *p, int status, const char *msg, void *ud) {
+  lpool *lp = ud;
+  lua_State *L = lp->core->cbL;
+  int ref = lp->start_ref;
+  (void)p;
+  if (ref == LUA_NOREF || lp->core->closed) return;
+  lp->start_ref = LUA_NOREF;
+  push_ref(L, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (status == 0) {
+    lua_pushboolean(L, 1);
+    cb_call(lp->core, 1);
+  } else {
+    lua_pushnil(L);
+    lua_createtable(L, 0, 3);
+    set_str(L, "kind", sl_err_name(status));
+    set_str(L, "message", msg ? msg : sl_strerror(status));
+    set_str(L, "pool", sl_pool_name(lp->p));
+    cb_call(lp->core, 2);
+  }
+}
+
+static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
+  lpool *lp = ud;
+  lua_State *L = lp->core->cbL;
+  if (lp->event_ref == LUA_NOREF || lp->core->closed) return;
+  if (ev->call && !lp->core->call_events) return;
+  push_ref(L, lp->event_ref);
+  lua_createtable(L, 0, 10);
+  set_str(L, "name", ev->name);
+  set_str(L, "pool", sl_pool_name(p));
+  set_str(L, "worker", ev->worker);
+  if (ev->pid) set_num(L, "pid", ev->pid);
+  if (ev->reason) set_str(L, "reason", ev->reason);
+  set_num(L, "duration_ms", ev->duration_ms);
+  if (!strcmp(ev->name, "worker.exit")) {
+    set_num(L, "exit_status", (double)ev->exit_status);
+    set_num(L, "signal", ev->term_signal);
+  }
+  if (ev->call) {
+    set_str(L, "module", ev->call->module);
+    set_str(L, "function", ev->call->function);
+    set_str(L, "session", ev->call->session);
+    set_num(L, "items", (double)ev->call->nitems);
+    set_num(L, "queued_ms", ev->call->queued_ms);
+    if (ev->status) set_str(L, "kind", sl_err_name(ev->status));
+  }
+  if (ev->hello) {
+    char err[128];
+    if (sl_codec_decode(L, ev->hello, ev->hello_len, NULL, 0, err, sizeof err) == 0)
+      lua_setfield(L, -2, "hello");
+  }
+  cb_call(lp->core, 1);
+}
+
+/* core.pool_start(opts, on_started) -> pool. on_started(true) or (nil, err). */
+static int l_pool_start(lua_State *L) {
+  lcore *c = get_core(L);
+  sl_pool_opts o;
+  lpool *lp;
+  const char **path, **env;
+  char msg[256];
+  int err;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  sl_pool_opts_default(&o);
+#define OPT_INT(name)                                  \
+  lua_getfield(L, 1, #name);                           \
+  if (!lua_isnil(L, -1)) o.name = (int)lua_tonumber(L, -1); \
+  lua_pop(L, 1);
+#define OPT_NUM(name)                                  \
+  lua_getfield(L, 1, #name);                           \
+  if (!lua_isnil(L, -1)) o.name = lua_tonumber(L, -1); \
+  lua_pop(L, 1);
+  OPT_INT(size)
+  OPT_INT(startup_timeout_ms)
+  OPT_INT(threads)
+  OPT_INT(call_timeout_ms)
+  OPT_INT(max_calls)
+  OPT_NUM(max_calls_jitter)
+  OPT_INT(max_rss_mb)
+  OPT_NUM(ttl_s)
+  OPT_INT(max_start_failures)
+#undef OPT_INT
+#undef OPT_NUM
+  lua_getfield(L, 1, "max_frame_mb");
+  if (!lua_isnil(L, -1)) o.max_frame_bytes = (size_t)(lua_tonumber(L, -1) * 1024 * 1024);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "affinity");
+  if (lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "strict"))
+    o.affinity = SL_AFFINITY_STRICT;
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "name");
+  o.name = lua_tostring(L, -1);
+  lua_pop(L, 1); /* the opts table keeps the string alive */
+  lua_getfield(L, 1, "python");
+  o.python = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  path = string_list(L, 1, "path");
+  env = string_list(L, 1, "env");
+  o.path = path;
+  o.env = env;
+
+  lp = lua_newuserdata(L, sizeof *lp);
+  memset(lp, 0, sizeof *lp);
+  lp->core = c;
+  lp->start_ref = lp->stop_ref = lp->event_ref = LUA_NOREF;
+  luaL_getmetatable(L, POOL_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, 2);
+  lp->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp->p = sl_pool_start(&c->e, &o, start_cb, lp, &err, msg, sizeof msg);
+  free(path);
+  free(env);
+  if (!lp->p) {
+    luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
+    lp->start_ref = LUA_NOREF;
+    return luaL_error(L, "%s", msg);
+  }
+  return 1;
+}
+
+static int l_pool_on_event(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);
+  lp->event_ref = LUA_NOREF;
+  if (lua_isfunction(L, 2)) {
+    lua_pushvalue(L, 2);
+    lp->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sl_pool_on_event(lp->p, event_cb, lp);
+  } else {
+    sl_pool_on_event(lp->p, NULL, NULL);
+  }
+  return 0;
+}
+
+typedef struct lcall {
+  lcore *core;
+  int ref;
+  const char *pool;
+} lcall;
+
+static void push_call_error(lua_State *L, sl_call *c, int status, const char *pool) {
+  char err[256];
+  if ((status == SL_EPYTHON || status == SL_EIMPORT || status == SL_EMISMATCH) &&
+      c->res_meta_len &&
+      sl_codec_decode(L, c->res_meta, c->res_meta_len, NULL, 0, err, sizeof err) == 0 &&
+      lua_istable(L, -1)) {
+    /* {kind, type, message, traceback, worker, pid} from the worker */
+  } else {
+    lua_createtable(L, 0, 8);
+    set_str(L, "kind", sl_err_name(status));
+    set_str(L, "message", c->message[0] ? c->message : sl_strerror(status));
+  }
+  set_str(L, "pool", pool);
+  if (c->worker[0]) set_str(L, "worker", c->worker);
+  if (c->worker_pid) set_num(L, "pid", c->worker_pid);
+  if (status == SL_ECRASHED) {
+    if (c->exit_status >= 0) set_num(L, "exit_status", (double)c->exit_status);
+    if (c->term_signal) set_num(L, "signal", c->term_signal);
+  }
+  set_str(L, "module", c->module);
+  set_str(L, "function", c->function);
+  if (c->session) set_str(L, "session", c->session);
+}
+
+static void call_cb(sl_call *c, int status, void *ud) {
+  lcall *lc = ud;
+  lua_State *L = lc->core->cbL;
+  char err[256];
+  if (lc->core->closed) { /* the Lua state is going away: nobody waits */
+    free(lc);
+    return;
+  }
+  push_ref(L, lc->ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, lc->ref);
+  if (status == 0) {
+    if (sl_codec_decode(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len, err,
+                        sizeof err)) {
+      lua_pushnil(L);
+      lua_createtable(L, 0, 4);
+      set_str(L, "kind", "protocol");
+      lua_pushfstring(L, "undecodable result from %s: %s", c->worker, err);
+      lua_setfield(L, -2, "message");
+      set_str(L, "worker", c->worker);
+    } else if (!lua_istable(L, -1) || lua_objlen(L, -1) != c->nitems) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      push_call_error(L, c, SL_EMISMATCH, lc->pool);
+      lua_pushfstring(L, "%s.%s returned a result that is not a list of %d items", c->module,
+                      c->function, (int)c->nitems);
+      lua_setfield(L, -2, "message");
+    } else {
+      lua_pushnil(L);
+    }
+  } else {
+    lua_pushnil(L);
+    push_call_error(L, c, status, lc->pool);
+  }
+  {
+    lcore *core = lc->core;
+    free(lc);
+    cb_call(core, 2);
+  }
+}
+
+/* pool:call(module, fn, payloads, session, timeout_ms, cb): cb(results) or
+ * cb(nil, err). Encoding errors raise here, before anything is sent. */
+static int l_pool_call(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  const char *mod = luaL_checkstring(L, 2);
+  const char *fn = luaL_checkstring(L, 3);
+  const char *session = luaL_optstring(L, 5, NULL);
+  int timeout = (int)luaL_optnumber(L, 6, 0);
+  sl_buf data, att;
+  char err[512];
+  lcall *lc;
+  size_t n;
+  luaL_checktype(L, 4, LUA_TTABLE);
+  luaL_checktype(L, 7, LUA_TFUNCTION);
+  sl_buf_init(&data);
+  sl_buf_init(&att);
+  if (sl_codec_encode(L, 4, 1, &data, &att, err, sizeof err)) {
+    sl_buf_free(&data);
+    sl_buf_free(&att);
+    return luaL_error(L, "cannot encode payloads%s%s", err[0] == '[' ? "" : ": ", err);
+  }
+  n = lua_objlen(L, 4);
+  lc = malloc(sizeof *lc);
+  if (!lc) return luaL_error(L, "out of memory");
+  lc->core = lp->core;
+  lc->pool = sl_pool_name(lp->p);
+  lua_pushvalue(L, 7);
+  lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_pool_call(lp->p, mod, fn, session, &data, &att, n, timeout, call_cb, lc);
+  sl_buf_free(&data);
+  sl_buf_free(&att);
+  return 0;
+}
+
+static int l_pool_stats(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  sl_pool_stats s;
+  sl_pool_stats_get(lp->p, &s);
+  lua_createtable(L, 0, 12);
+  set_num(L, "workers", s.workers);
+  set_num(L, "ready", s.ready);
+  set_num(L, "busy", s.busy);
+  set_num(L, "capacity", s.capacity);
+  set_num(L, "queued", s.queued);
+  set_num(L, "calls", (double)s.calls);
+  set_num(L, "errors", (double)s.errors);
+  set_num(L, "restarts", (double)s.restarts);
+  set_num(L, "recycles", (double)s.recycles);
+  set_num(L, "timeouts", (double)s.timeouts);
+  lua_pushboolean(L, s.failed);
+  lua_setfield(L, -2, "failed");
+  lua_pushboolean(L, s.stopped);
+  lua_setfield(L, -2, "stopped");
+  return 1;
+}
+
+static int l_pool_pids(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  int pids[1024], n, i;
+  n = sl_pool_pids(lp->p, pids, 1024);
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushinteger(L, pids[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int l_pool_release(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  sl_pool_release_session(lp->p, luaL_checkstring(L, 2));
+  return 0;
+}
+
+static void stop_cb(sl_pool *p, void *ud) {
+  lpool *lp = ud;
+  lua_State *L = lp->core->cbL;
+  int ref = lp->stop_ref;
+  (void)p;
+  if (ref == LUA_NOREF || lp->core->closed) return;
+  lp->stop_ref = LUA_NOREF;
+  push_ref(L, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  cb_call(lp->core, 0);
+}
+
+/* pool:stop(grace_ms, cb): cb() when every worker is gone. */
+static int l_pool_stop(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  int grace = (int)luaL_optnumber(L, 2, 5000);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (lp->stop_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->stop_ref);
+  lua_pushvalue(L, 3);
+  lp->stop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_pool_stop(lp->p, grace, stop_cb, lp);
+  return 0;
+}
+
+static int l_pool_kill(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  sl_pool_kill(lp->p);
+  return 0;
+}
+
+static int l_pool_stopped(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  lua_pushboolean(L, sl_pool_is_stopped(lp->p));
+  return 1;
+}
+
+/* Collected pool: its workers must not outlive it. The engine frees the memory. */
+static int l_pool_gc(lua_State *L) {
+  lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+  if (lp->p && !lp->core->closed) {
+    sl_pool_detach(lp->p);
+    if (!sl_pool_is_stopped(lp->p)) sl_pool_kill(lp->p);
+  }
+  if (lp->start_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
+  if (lp->stop_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->stop_ref);
+  if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);
+  lp->start_ref = lp->stop_ref = lp->event_ref = LUA_NOREF;
+  lp->p = NULL;
+  return 0;
+}
+
+static int l_pool_tostring(lua_State *L) {
+  lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+  lua_pushfstring(L, "slither.pool(%s)", lp->p ? sl_pool_name(lp->p) : "closed");
+  return 1;
+}
+
+/* ---- engine lifetime ----------------------------------------------------------- */
+
+static int l_engine_gc(lua_State *L) {
+  lcore *c = lua_touserdata(L, 1);
+  if (!c->closed) {
+    c->closed = 1;
+    sl_engine_close(&c->e);
+  }
+  return 0;
+}
+
+static int l_error_kinds(lua_State *L) {
+  lua_newtable(L);
+#define XX(code, name, msg)  \
+  lua_pushstring(L, msg);   \
+  lua_setfield(L, -2, name);
+  SL_ERRNO_MAP(XX)
+#undef XX
+  return 1;
+}
+
+static const luaL_Reg pool_methods[] = {
+    {"call", l_pool_call},       {"stats", l_pool_stats},
+    {"pids", l_pool_pids},       {"release_session", l_pool_release},
+    {"stop", l_pool_stop},       {"kill", l_pool_kill},
+    {"stopped", l_pool_stopped}, {"on_event", l_pool_on_event},
+    {NULL, NULL}};
+
+static const luaL_Reg core_funcs[] = {
+    {"now", l_now},
+    {"run", l_run},
+    {"in_run", l_in_run},
+    {"timer", l_timer},
+    {"handles", l_handles},
+    {"log", l_log},
+    {"set_log_level", l_set_log_level},
+    {"paths", l_paths},
+    {"versions", l_versions},
+    {"set_call_events", l_set_call_events},
+    {"pid_alive", l_pid_alive},
+    {"encode", l_encode},
+    {"decode", l_decode},
+    {"pool_start", l_pool_start},
+    {"error_kinds", l_error_kinds},
+    {NULL, NULL}};
+
+int luaopen_slither_core(lua_State *L) {
+  lcore *c;
+  lua_getfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!c) {
+    /* The engine lives in a userdata created before any pool, so at lua_close it
+     * is finalized after them (newest first) and closes whatever they left. */
+    c = lua_newuserdata(L, sizeof *c);
+    memset(c, 0, sizeof *c);
+    if (sl_engine_init(&c->e, NULL)) return luaL_error(L, "cannot initialise the engine");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_engine_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
+    c->cbL = lua_newthread(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "slither.cbthread");
+    signal(SIGPIPE, SIG_IGN); /* a dead worker's pipe must not kill the engine */
+  }
+  sl_codec_open(L);
+  if (luaL_newmetatable(L, POOL_MT)) {
+    lua_pushcfunction(L, l_pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_pool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_newtable(L);
+    luaL_register(L, NULL, pool_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_register(L, NULL, core_funcs);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setfield(L, -2, "array_mt");
+  lua_pushlightuserdata(L, (void *)&sl_codec_bytes_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setfield(L, -2, "bytes_mt");
+  lua_pushstring(L, SLITHER_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}
+
+/* For the slither binary and host applications: the engine behind a Lua state. */
+sl_engine *sl_lua_engine(lua_State *L) { return &get_core(L)->e; }

@@ -1,0 +1,87 @@
+/* main.c: the slither command line. */
+#include "slither.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: slither SCRIPT.lua [ARGS...]   run a pipeline script\n"
+    "       slither -e CODE                 run a string of Lua\n"
+    "       slither doctor                  check the Python interpreter and the engine\n"
+    "       slither bench pool [--json]     worker pool round trips beside Python's pools\n"
+    "       slither --version | --help\n"
+    "\n"
+    "A script runs as the main task on the engine's event loop: calls to Python\n"
+    "workers (pool:call), slither.sleep and task joins wait without blocking other\n"
+    "tasks. When the script ends, every pool it started is stopped.\n"
+    "\n"
+    "environment:\n"
+    "  SLITHER_PYTHON       interpreter for workers (default: python3)\n"
+    "  SLITHER_LOG          error | warn | info | debug (default: info)\n"
+    "  SLITHER_LUA_PATH     directory of the slither Lua modules\n"
+    "  SLITHER_WORKER_PATH  directory of the slither_worker Python package\n";
+
+static int run_module(slither_engine *e, const char *module, int argc, char **argv) {
+  /* return require(module).main(arg) from the main task */
+  char code[256];
+  int i;
+  lua_State *L = slither_lua_state(e);
+  lua_createtable(L, argc, 0);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setglobal(L, "arg");
+  snprintf(code, sizeof code, "__slither_exit = require('%s').main(arg)", module);
+  if (slither_run_string(e, code, "=slither")) return -1;
+  lua_getglobal(L, "__slither_exit");
+  i = lua_isnumber(L, -1) ? (int)lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return i;
+}
+
+int main(int argc, char **argv) {
+  slither_engine *e;
+  int rc;
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("slither %s\n", SLITHER_VERSION);
+    return 0;
+  }
+  e = slither_new(NULL);
+  if (!e) {
+    fprintf(stderr, "slither: cannot create the engine\n");
+    return 1;
+  }
+  if (!strcmp(argv[1], "doctor")) {
+    rc = run_module(e, "slither.doctor", argc - 2, argv + 2);
+  } else if (!strcmp(argv[1], "bench")) {
+    rc = run_module(e, "slither.bench", argc - 2, argv + 2);
+  } else if (!strcmp(argv[1], "-e")) {
+    if (argc < 3) {
+      fputs(usage, stderr);
+      slither_free(e, 0);
+      return 2;
+    }
+    rc = slither_run_string(e, argv[2], "=(command line)");
+  } else if (argv[1][0] == '-' && argv[1][1] != '\0') {
+    fprintf(stderr, "slither: unknown option '%s'\n\n%s", argv[1], usage);
+    slither_free(e, 0);
+    return 2;
+  } else {
+    rc = slither_run_file(e, strcmp(argv[1], "-") ? argv[1] : NULL, argc - 2, argv + 2);
+  }
+  if (rc < 0) fprintf(stderr, "slither: %s\n", slither_last_error(e));
+  slither_free(e, 0);
+  return rc < 0 ? 1 : rc;
+}

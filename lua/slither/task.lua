@@ -1,0 +1,126 @@
+-- slither.task: cooperative tasks on the engine's loop.
+--
+-- A task is a coroutine. Code that waits (a pool call, a sleep) hands the loop a
+-- callback and yields; the callback resumes it. Code that waits outside any task
+-- (a plain `luajit` script, a busted spec) drives the loop itself until its
+-- callback has run, so the same API works from both.
+local core = require("slither.core")
+
+local M = {}
+
+local tasks = setmetatable({}, { __mode = "k" }) -- coroutine -> task
+local pack = function(...) return { n = select("#", ...), ... } end
+local unpack = unpack or table.unpack
+
+local Task = {}
+Task.__index = Task
+
+local function finish(t, ok, res)
+  t.done = true
+  if ok then
+    t.results = res
+  else
+    t.err = res
+    if not t.joined then
+      core.log("error", "unhandled error in task: " .. tostring(res))
+    end
+  end
+  local waiters = t.waiters
+  t.waiters = {}
+  for _, w in ipairs(waiters) do w() end
+end
+
+-- Resume a task with values; record its end when it returns or raises.
+local function step(t, ...)
+  local r = pack(coroutine.resume(t.co, ...))
+  if coroutine.status(t.co) == "dead" then
+    if r[1] then
+      finish(t, true, { n = r.n - 1, select(2, unpack(r, 1, r.n)) })
+    else
+      finish(t, false, debug.traceback(t.co, tostring(r[2])))
+    end
+  end
+end
+
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("slither.spawn: expected a function, got " .. type(fn), 2)
+  end
+  local t = setmetatable({ co = coroutine.create(fn), done = false, waiters = {} }, Task)
+  tasks[t.co] = t
+  step(t, ...)
+  return t
+end
+
+function M.current()
+  local co = coroutine.running()
+  return co and tasks[co] or nil
+end
+
+-- Wait for an asynchronous operation. start(cb) begins it; cb(...) ends it, at
+-- once or later. Returns cb's arguments.
+function M.await(start)
+  local t = M.current()
+  if t then
+    local state, res = "running", nil
+    start(function(...)
+      if state == "waiting" then
+        state = "done"
+        step(t, ...)
+      else
+        state = "done"
+        res = pack(...)
+      end
+    end)
+    if state == "done" then return unpack(res, 1, res.n) end
+    state = "waiting"
+    return coroutine.yield()
+  end
+  local res
+  start(function(...) res = pack(...) end)
+  while not res do
+    if not core.run("once") and not res then
+      error("nothing left on the loop to finish this wait", 2)
+    end
+  end
+  return unpack(res, 1, res.n)
+end
+
+function M.sleep(ms)
+  if type(ms) ~= "number" or ms < 0 then
+    error("slither.sleep: expected a number of milliseconds >= 0", 2)
+  end
+  return M.await(function(cb) core.timer(ms, cb) end)
+end
+
+-- task:join() -> true, results... | false, err
+function Task:join()
+  self.joined = true
+  if not self.done then
+    M.await(function(cb)
+      if self.done then cb() else table.insert(self.waiters, cb) end
+    end)
+  end
+  if self.err then return false, self.err end
+  return true, unpack(self.results, 1, self.results.n)
+end
+
+function Task:status()
+  if not self.done then return "running" end
+  return self.err and "failed" or "done"
+end
+
+-- Run fn as the main task and drive the loop until it ends.
+function M.run_main(fn, ...)
+  local t = M.spawn(fn, ...)
+  t.joined = true
+  while not t.done do
+    if not core.run("once") and not t.done then
+      return false, "the main task is blocked: it waits for something that cannot happen"
+    end
+  end
+  if t.err then return false, t.err end
+  return true, unpack(t.results, 1, t.results.n)
+end
+
+return M

@@ -1,0 +1,13 @@
+"""slither_worker: the Python side of a Slither pool.
+
+The engine starts ``python -m slither_worker``; the worker reads call frames on
+fd 3, runs ``module.function(payloads)`` and writes the results back. User code is
+plain functions that take a list and return a list of the same length.
+
+Inside a running call:
+    slither_worker.session()  -> dict kept in this worker for the call's session
+    slither_worker.worker_name() -> this worker's name ("default/w1")
+"""
+from .runtime import session, worker_name, current_session_id
+
+__all__ = ["session", "worker_name", "current_session_id"]
