@@ -601,16 +601,21 @@ static int bind_strict(sl_pool *p, sl_call *c) {
     c->strict_worker = (int)id;
     return 0;
   }
-  for (w = p->workers; w; w = w->next) {
-    int load;
+  int n = 0, i = 0, start, best_rank = 0;
+  for (w = p->workers; w; w = w->next) n++;
+  start = n ? (p->rr++) % n : 0;
+  for (w = p->workers; w; w = w->next, i++) {
+    int load, rank = (i - start + n) % n;
     sl_call *q;
     if (w->state != W_READY && w->state != W_STARTING) continue;
     load = w->busy;
     for (q = p->qhead; q; q = q->next)
       if (q->strict_worker == w->id) load++;
-    if (!best || load < best_load) {
+    /* Ties rotate, so new sessions spread over idle workers. */
+    if (!best || load < best_load || (load == best_load && rank < best_rank)) {
       best = w;
       best_load = load;
+      best_rank = rank;
     }
   }
   if (best) {
@@ -955,6 +960,7 @@ static void worker_spawn(sl_pool *p) {
     free(envp);
   }
   e->spawned++;
+  if (rc == 0) w->pid = w->proc.pid;
   emit(p, "worker.start", w, NULL, NULL, rc, 0);
   if (rc) {
     snprintf(w->reason, sizeof w->reason, "cannot start %s: %s", p->python, uv_strerror(rc));
@@ -1051,10 +1057,11 @@ static void check_start_done(sl_pool *p) {
 static void pool_fail(sl_pool *p, sl_worker *w) {
   sl_call *c;
   p->state = P_FAILED;
+  size_t tl = w->tail_len;
+  while (tl && (w->tail[tl - 1] == '\n' || w->tail[tl - 1] == ' ')) tl--;
   sl_log(p->e, SL_LOG_ERROR,
          "pool '%s' failed: %d workers in a row crashed at start-up (last: %s%s%.*s)", p->name,
-         p->start_failures, w->name, w->tail_len ? ", stderr: " : "", (int)w->tail_len,
-         w->tail);
+         p->start_failures, w->name, tl ? ", stderr: " : "", (int)tl, w->tail);
   while ((c = p->qhead)) {
     q_remove(p, c);
     fail_call(c, SL_EFAILED, "pool '%s' has failed: its workers keep crashing at start-up",

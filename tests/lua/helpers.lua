@@ -1,0 +1,74 @@
+-- helpers for the busted specs: pools with the test modules on their path, and the
+-- check every spec ends with: no worker process and no libuv handle left.
+local slither = require("slither")
+local core = slither.core
+local ffi = require("ffi")
+
+pcall(ffi.cdef, "int kill(int pid, int sig); int getpid(void);")
+
+local H = {}
+H.pypath = assert(os.getenv("SLITHER_TEST_PYPATH"), "SLITHER_TEST_PYPATH is not set")
+H.seen = {}
+H.events = {}
+
+slither.telemetry.attach("slither.pool.worker", function(name, _, md)
+  if md.pid then H.seen[md.pid] = true end
+  H.events[#H.events + 1] = { name = name, worker = md.worker, pid = md.pid,
+                              reason = md.reason }
+end)
+
+function H.pool(opts)
+  opts = opts or {}
+  opts.name = opts.name or "test"
+  opts.path = opts.path or { H.pypath }
+  local p, err = slither.pool.start(opts)
+  assert(p, err and err.message)
+  return p
+end
+
+function H.kill(pid, sig)
+  return ffi.C.kill(pid, sig or 9)
+end
+
+-- Poll cond every 20 ms (running the loop) until it holds or ms pass.
+function H.wait_until(cond, ms)
+  local deadline = slither.now() + (ms or 5000)
+  while not cond() do
+    if slither.now() > deadline then return false end
+    slither.sleep(20)
+  end
+  return true
+end
+
+function H.set(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+-- Open file descriptors of this process (the listing itself opens one more).
+function H.count_fds()
+  local n = 0
+  for _ in io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd"):lines() do n = n + 1 end
+  return n
+end
+
+function H.assert_clean()
+  slither.shutdown(2000)
+  local ok = H.wait_until(function()
+    for pid in pairs(H.seen) do
+      if core.pid_alive(pid) then return false end
+    end
+    return true
+  end, 3000)
+  for pid in pairs(H.seen) do
+    assert(not core.pid_alive(pid), "worker process " .. pid .. " outlived its spec")
+  end
+  assert(ok)
+  local handles = core.handles()
+  assert(handles == 0, handles .. " libuv handles are still open after the spec")
+  H.seen = {}
+  H.events = {}
+end
+
+return H

@@ -1,0 +1,378 @@
+-- The worker pool against real Python workers: results, every error kind, crashes,
+-- timeouts, garbage on the pipe, affinity, recycling and clean shutdown.
+local slither = require("slither")
+local H = require("helpers")
+
+describe("slither.pool", function()
+  after_each(function() H.assert_clean() end)
+
+  it("calls a Python function with a batch and returns its results", function()
+    local pool = H.pool{ size = 2 }
+    local r = assert(pool:call("sl_testmod", "double", { 1, 2, 3 }))
+    assert.are.same({ 2, 4, 6 }, r)
+    local s = pool:stats()
+    assert.are.equal(2, s.workers)
+    assert.are.equal(2, s.capacity)
+    assert.are.equal(1, s.calls)
+    assert.are.equal(0, s.errors)
+    assert.are.equal(pool, slither.pool.get("test"))
+  end)
+
+  it("reports a Python exception with its type, message and traceback", function()
+    local pool = H.pool{ size = 1 }
+    local pid = pool:pids()[1]
+    local r, err = pool:call("sl_testmod", "boom", { 42 })
+    assert.is_nil(r)
+    assert.are.equal("python", err.kind)
+    assert.are.equal("ValueError", err.type)
+    assert.are.equal("bad value: 42", err.message)
+    assert.truthy(err.traceback:find("in boom", 1, true))
+    assert.are.equal("test/w1", err.worker)
+    -- an exception is not a crash: the same worker serves the next call
+    assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
+    assert.are.equal(pid, pool:pids()[1])
+    assert.are.equal(0, pool:stats().restarts)
+  end)
+
+  it("reports a missing module and a missing function as kind import", function()
+    local pool = H.pool{ size = 1 }
+    local _, err = pool:call("no_such_module_xyz", "f", { 1 })
+    assert.are.equal("import", err.kind)
+    assert.truthy(err.message:find("no_such_module_xyz", 1, true))
+    local _, err2 = pool:call("sl_testmod", "no_such_function", { 1 })
+    assert.are.equal("import", err2.kind)
+    assert.truthy(err2.message:find("no_such_function", 1, true))
+  end)
+
+  it("refuses a result of the wrong length or type (result_mismatch)", function()
+    local pool = H.pool{ size = 1 }
+    local _, err = pool:call("sl_testmod", "wrong_length", { 1, 2 })
+    assert.are.equal("result_mismatch", err.kind)
+    assert.truthy(err.message:find("3 results for 2 payloads", 1, true))
+    local _, err2 = pool:call("sl_testmod", "not_a_list", { 1 })
+    assert.are.equal("result_mismatch", err2.kind)
+    local _, err3 = pool:call("sl_testmod", "unencodable", { 1 })
+    assert.are.equal("python", err3.kind)
+    assert.truthy(err3.message:find("cannot encode a value of type object", 1, true))
+  end)
+
+  it("times out a hung call, kills its worker and serves the next call", function()
+    local pool = H.pool{ size = 1, call_timeout_ms = 300 }
+    local old = pool:pids()[1]
+    local t0 = slither.now()
+    local r, err = pool:call("sl_testmod", "hang", { 1 })
+    assert.is_nil(r)
+    assert.are.equal("timeout", err.kind)
+    assert.truthy(slither.now() - t0 < 3000)
+    -- the next call runs on a new worker; the hung one is gone, so no overlap
+    assert.are.same({ 4 }, pool:call("sl_testmod", "double", { 2 }))
+    assert.is_false(slither.core.pid_alive(old))
+    assert.are_not.equal(old, pool:pids()[1])
+    assert.are.equal(1, pool:stats().timeouts)
+    -- a per-call timeout overrides the pool's
+    local _, err2 = pool:call("sl_testmod", "slow", { 0.5 }, { timeout_ms = 100 })
+    assert.are.equal("timeout", err2.kind)
+  end)
+
+  it("reports a worker that exits mid-call and replaces it", function()
+    local pool = H.pool{ size = 1 }
+    local _, err = pool:call("sl_testmod", "exit_now", { 3 })
+    assert.are.equal("worker_crashed", err.kind)
+    assert.are.equal(3, err.exit_status)
+    assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
+    assert.are.equal(1, pool:stats().restarts)
+  end)
+
+  it("reports a worker killed with SIGKILL mid-call and replaces it", function()
+    local pool = H.pool{ size = 2 }
+    local t = slither.spawn(function() return pool:call("sl_testmod", "slow", { 5 }) end)
+    assert.is_true(H.wait_until(function() return pool:stats().busy == 1 end))
+    -- kill both workers: the busy one dies mid-call
+    for _, pid in ipairs(pool:pids()) do H.kill(pid, 9) end
+    local ok, r, err = t:join()
+    assert.is_true(ok)
+    assert.is_nil(r)
+    assert.are.equal("worker_crashed", err.kind)
+    assert.are.equal(9, err.signal)
+    assert.is_true(H.wait_until(function() return pool:stats().ready == 2 end))
+    assert.are.same({ 2, 4 }, pool:call("sl_testmod", "double", { 1, 2 }))
+  end)
+
+  it("survives garbage on the frame pipe: the worker is replaced", function()
+    local pool = H.pool{ size = 1 }
+    local _, err = pool:call("sl_testmod", "garbage", { 1 })
+    assert.are.equal("worker_crashed", err.kind)
+    assert.truthy(err.message:find("bad frame", 1, true))
+    assert.are.same({ 6 }, pool:call("sl_testmod", "double", { 3 }))
+  end)
+
+  it("keeps the protocol intact when a function prints a lot", function()
+    local pool = H.pool{ size = 1 }
+    local r = assert(pool:call("sl_testmod", "chatty", { 50000, 2 }))  -- ~5 MB of lines
+    assert.are.same({ 99, 99 }, r)
+  end)
+
+  it("carries values exactly through Python and back", function()
+    local pool = H.pool{ size = 1 }
+    local big = 2 ^ 53
+    local payload = {
+      big, -big, 123456789012345, 0.1, 1 / 3, -0.0, 1e300, "héllo 😀", "",
+      slither.array(), {}, { a = { b = { 1, 2, slither.null } } }, slither.null, true, false,
+      slither.bytes("\0\1\2\255"), "\255\254 not utf-8",
+    }
+    local r = assert(pool:call("sl_testmod", "echo", payload))
+    assert.are.equal(#payload, #r)
+    assert.are.equal(big, r[1])
+    assert.are.equal(-big, r[2])
+    assert.are.equal(123456789012345, r[3])
+    assert.are.equal(0.1, r[4])
+    assert.are.equal(1 / 3, r[5])
+    assert.are.equal(1e300, r[7])
+    assert.are.equal("héllo 😀", r[8])
+    assert.are.equal("", r[9])
+    assert.are.equal(slither.core.array_mt, getmetatable(r[10]))
+    assert.are.equal(0, #r[10])
+    assert.are.equal(nil, next(r[11]))
+    assert.are.equal(slither.null, r[12].a.b[3])
+    assert.are.equal(slither.null, r[13])
+    assert.are.equal(true, r[14])
+    assert.are.equal(false, r[15])
+    assert.are.equal("\0\1\2\255", r[16])
+    assert.are.equal("\255\254 not utf-8", r[17])
+    local t = assert(pool:call("sl_testmod", "types", payload))
+    assert.are.same({ "int", "int", "int", "float", "float", "float", "float", "str", "str",
+      "list", "dict", "dict", "NoneType", "bool", "bool", "bytes", "bytes" }, t)
+    local nan = assert(pool:call("sl_testmod", "echo", { 0 / 0, math.huge, -math.huge }))
+    assert.is_true(nan[1] ~= nan[1])
+    assert.are.equal(math.huge, nan[2])
+    assert.are.equal(-math.huge, nan[3])
+  end)
+
+  it("raises at once on payloads it cannot encode, naming the place", function()
+    local pool = H.pool{ size = 1 }
+    assert.has_error(function() pool:call("sl_testmod", "echo", { 1, { f = print } }) end,
+      "cannot encode payloads[2].f: cannot encode a value of type function")
+    assert.has_error(function() pool:call("sl_testmod", "echo", { a = 1 }) end)
+    -- nothing was sent, the pool still works
+    assert.are.same({ 1 }, pool:call("sl_testmod", "echo", { 1 }))
+  end)
+
+  it("keeps strict sessions on their worker and reports a lost session", function()
+    local pool = H.pool{ size = 2, affinity = "strict" }
+    local a1 = assert(pool:call("sl_testmod", "count_calls", { 0 }, { session = "A" }))[1]
+    local b1 = assert(pool:call("sl_testmod", "count_calls", { 0 }, { session = "B" }))[1]
+    assert.are_not.equal(a1[2], b1[2]) -- new sessions go to the least loaded worker
+    for i = 2, 5 do
+      local a = assert(pool:call("sl_testmod", "count_calls", { 0 }, { session = "A" }))[1]
+      assert.are.same({ i, a1[2] }, a)
+    end
+    H.kill(a1[2], 9)
+    assert.is_true(H.wait_until(function() return pool:stats().restarts == 1 end))
+    local r, err = pool:call("sl_testmod", "count_calls", { 0 }, { session = "A" })
+    assert.is_nil(r)
+    assert.are.equal("session_lost", err.kind)
+    assert.truthy(err.message:find("'A'", 1, true))
+    -- the other session lives on
+    assert.are.same({ 2, b1[2] }, pool:call("sl_testmod", "count_calls", { 0 }, { session = "B" })[1])
+    -- releasing the lost session lets it start afresh
+    pool:release_session("A")
+    assert.are.equal(1, pool:call("sl_testmod", "count_calls", { 0 }, { session = "A" })[1][1])
+  end)
+
+  it("keeps hint sessions on their worker and moves them when it dies", function()
+    local pool = H.pool{ size = 2, affinity = "hint" }
+    local first = assert(pool:call("sl_testmod", "count_calls", { 0 }, { session = "S" }))[1]
+    for i = 2, 4 do
+      assert.are.same({ i, first[2] }, pool:call("sl_testmod", "count_calls", { 0 },
+        { session = "S" })[1])
+    end
+    H.kill(first[2], 9)
+    assert.is_true(H.wait_until(function() return pool:stats().restarts == 1 end))
+    local moved = assert(pool:call("sl_testmod", "count_calls", { 0 }, { session = "S" }))[1]
+    assert.are.equal(1, moved[1]) -- fresh state on another worker, no error under hint
+    assert.are_not.equal(first[2], moved[2])
+  end)
+
+  it("releases a session's state in the workers", function()
+    local pool = H.pool{ size = 1 }
+    pool:call("sl_testmod", "count_calls", { 0 }, { session = "R" })
+    assert.are.equal(2, pool:call("sl_testmod", "count_calls", { 0 }, { session = "R" })[1][1])
+    pool:release_session("R")
+    assert.are.equal(1, pool:call("sl_testmod", "count_calls", { 0 }, { session = "R" })[1][1])
+    local _, err = pool:call("sl_testmod", "count_calls", { 0 })
+    assert.are.equal("python", err.kind)
+    assert.truthy(err.message:find("no session", 1, true))
+  end)
+
+  it("recycles a worker after max_calls, starting its replacement first", function()
+    local pool = H.pool{ size = 1, max_calls = 5, max_calls_jitter = 0 }
+    local pids = {}
+    for i = 1, 12 do
+      local r = assert(pool:call("sl_testmod", "pid", { i }))
+      pids[#pids + 1] = r[1]
+    end
+    assert.are.equal(pids[1], pids[5])
+    assert.are_not.equal(pids[5], pids[6])
+    assert.are.equal(pids[6], pids[10])
+    assert.are_not.equal(pids[10], pids[11])
+    assert.are.equal(2, pool:stats().recycles)
+    assert.are.equal(0, pool:stats().errors)
+    -- the replacement was started before the recycled worker left
+    local order = {}
+    for _, ev in ipairs(H.events) do
+      if ev.name == "slither.pool.worker.start" or ev.name == "slither.pool.worker.exit" then
+        order[#order + 1] = ev.name:match("worker%.(%a+)") .. ":" .. ev.pid
+      end
+    end
+    local start2, exit1
+    for i, e in ipairs(order) do
+      if e == "start:" .. pids[6] then start2 = i end
+      if e == "exit:" .. pids[1] then exit1 = i end
+    end
+    assert.truthy(start2 and exit1 and start2 < exit1)
+  end)
+
+  it("recycles a worker whose resident memory passes max_rss_mb", function()
+    local pool = H.pool{ size = 1, max_rss_mb = 150 }
+    local pid = assert(pool:call("sl_testmod", "hog", { 200 }))[1]
+    assert.is_true(H.wait_until(function() return pool:stats().recycles == 1 end, 5000))
+    assert.is_true(H.wait_until(function() return pool:stats().ready == 1 end, 5000))
+    local now = assert(pool:call("sl_testmod", "pid", { 0 }))[1]
+    assert.are_not.equal(pid, now)
+  end)
+
+  it("runs up to `threads` calls at once in one worker", function()
+    local pool = H.pool{ size = 1, threads = 4 }
+    assert.are.equal(4, pool:stats().capacity)
+    local tasks = {}
+    for i = 1, 4 do
+      tasks[i] = slither.spawn(function() return pool:call("sl_testmod", "rendezvous", { 4 }) end)
+    end
+    local idents = {}
+    for i = 1, 4 do
+      local ok, r, err = tasks[i]:join()
+      assert.is_true(ok)
+      assert(r, err and err.message)
+      idents[r[1]] = true
+    end
+    local n = 0
+    for _ in pairs(idents) do n = n + 1 end
+    assert.are.equal(4, n) -- four threads met at the barrier: really concurrent
+  end)
+
+  it("makes 10,000 calls without growing descriptors or handles", function()
+    local pool = H.pool{ size = 2 }
+    for i = 1, 200 do pool:call("sl_testmod", "double", { i }) end
+    local fds, handles = H.count_fds(), slither.core.handles()
+    local tasks = {}
+    for k = 1, 4 do
+      tasks[k] = slither.spawn(function()
+        for i = 1, 2500 do
+          local r = pool:call("sl_testmod", "double", { i })
+          if not r or r[1] ~= 2 * i then error("bad result at " .. i) end
+        end
+      end)
+    end
+    for k = 1, 4 do assert.is_true((tasks[k]:join())) end
+    assert.are.equal(fds, H.count_fds())
+    assert.are.equal(handles, slither.core.handles())
+    assert.are.equal(10200, pool:stats().calls)
+  end)
+
+  it("fails to start naming the worker and the interpreter error", function()
+    local p, err = slither.pool.start{ name = "bad", size = 2, python = "/nonexistent/python" }
+    assert.is_nil(p)
+    assert.are.equal("start_failed", err.kind)
+    assert.truthy(err.message:find("/nonexistent/python", 1, true))
+    assert.truthy(err.message:find("bad/w", 1, true))
+    local p2, err2 = slither.pool.start{ name = "bad2", size = 2,
+      python = H.pypath .. "/bad_python.sh" }
+    assert.is_nil(p2)
+    assert.truthy(err2.message:find("exited with code 1", 1, true))
+    assert.truthy(err2.message:find("boom: cannot import the worker package", 1, true))
+    assert.is_nil(slither.pool.get("bad"))
+  end)
+
+  it("fails a pool whose replacements keep crashing at start-up", function()
+    local flag = os.tmpname()
+    os.remove(flag)
+    local pool = H.pool{ size = 1, python = H.pypath .. "/flaky_python.sh",
+      env = { SLITHER_FLAKY_FLAG = flag } }
+    assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
+    io.open(flag, "w"):close()
+    H.kill(pool:pids()[1], 9)
+    assert.is_true(H.wait_until(function() return pool:stats().failed end, 5000))
+    local t0 = slither.now()
+    local r, err = pool:call("sl_testmod", "double", { 1 })
+    assert.is_nil(r)
+    assert.are.equal("pool_failed", err.kind)
+    assert.truthy(slither.now() - t0 < 100)
+    os.remove(flag)
+  end)
+
+  it("validates options, naming the one that is wrong", function()
+    assert.has_error(function() slither.pool.start{ sise = 2 } end)
+    local ok, msg = pcall(slither.pool.start, { sise = 2 })
+    assert.is_false(ok)
+    assert.truthy(msg:find("unknown option 'sise'", 1, true))
+    ok, msg = pcall(slither.pool.start, { size = "two" })
+    assert.truthy(msg:find("option 'size' must be a number, got string", 1, true))
+    ok, msg = pcall(slither.pool.start, { affinity = "sticky" })
+    assert.truthy(msg:find("option 'affinity' must be \"hint\" or \"strict\"", 1, true))
+    local pool = H.pool{ size = 1 }
+    ok, msg = pcall(pool.call, pool, "m", "f", { 1 }, { sesion = "x" })
+    assert.truthy(msg:find("unknown option 'sesion'", 1, true))
+    ok, msg = pcall(slither.pool.start, { name = "test" })
+    assert.truthy(msg:find("already running", 1, true))
+  end)
+
+  it("finishes in-flight calls when stopped with a grace period", function()
+    local pool = H.pool{ size = 1 }
+    local t = slither.spawn(function() return pool:call("sl_testmod", "slow", { 0.3 }) end)
+    assert.is_true(H.wait_until(function() return pool:stats().busy == 1 end))
+    pool:stop{ grace_ms = 5000 }
+    local ok, r = t:join()
+    assert.is_true(ok)
+    assert.truthy(r and r[1] > 0)
+    local r2, err = pool:call("sl_testmod", "double", { 1 })
+    assert.is_nil(r2)
+    assert.are.equal("pool_stopped", err.kind)
+  end)
+
+  it("terminates calls that outlast the grace period", function()
+    local pool = H.pool{ size = 1 }
+    local t = slither.spawn(function() return pool:call("sl_testmod", "slow", { 30 }) end)
+    assert.is_true(H.wait_until(function() return pool:stats().busy == 1 end))
+    local t0 = slither.now()
+    pool:stop{ grace_ms = 200 }
+    assert.truthy(slither.now() - t0 < 3000)
+    local ok, r, err = t:join()
+    assert.is_true(ok)
+    assert.is_nil(r)
+    assert.are.equal("pool_stopped", err.kind)
+  end)
+
+  it("emits telemetry for workers and calls", function()
+    local seen = {}
+    local id = slither.telemetry.attach("slither.pool", function(name, m, md)
+      seen[#seen + 1] = { name = name, m = m, md = md }
+    end)
+    local pool = H.pool{ size = 1 }
+    pool:call("sl_testmod", "double", { 1 })
+    pool:call("sl_testmod", "boom", { 1 })
+    slither.telemetry.detach(id)
+    local by = {}
+    for _, e in ipairs(seen) do by[e.name] = by[e.name] or e end
+    local ready = by["slither.pool.worker.ready"]
+    assert.truthy(ready)
+    assert.truthy(ready.md.hello.python:match("^3%."))
+    assert.are.equal("boolean", type(ready.md.hello.gil_enabled))
+    assert.are.equal("boolean", type(ready.md.hello.free_threaded))
+    assert.truthy(by["slither.pool.call.start"])
+    local stop = by["slither.pool.call.stop"]
+    assert.truthy(stop and stop.m.duration_ms >= 0)
+    assert.are.equal("double", stop.md["function"])
+    local exc = by["slither.pool.call.exception"]
+    assert.are.equal("python", exc.md.kind)
+  end)
+end)
