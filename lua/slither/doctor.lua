@@ -64,18 +64,20 @@ local function yesno(b)
   return b and "yes" or "no"
 end
 
--- A start error carries the worker's stderr after its first line; for one line,
--- keep the first line and the last line of stderr (the exception, usually).
+-- A start error carries the worker's stderr after its first line. For one line,
+-- keep the first line, then of a Python traceback its last line (the exception),
+-- of anything else its first and last lines (a shim's or the loader's complaint).
 local function one_line(msg)
-  msg = tostring(msg or "unknown error")
-  local lines = {}
-  for l in msg:gmatch("[^\n]+") do
+  local lines, traceback = {}, false
+  for l in tostring(msg or ""):gmatch("[^\n]+") do
     l = l:gsub("^%s+", ""):gsub("%s+$", "")
+    if l:match("^Traceback %(most recent call last%)") then traceback = true end
     if l ~= "" then lines[#lines + 1] = l end
   end
   if #lines == 0 then return "unknown error" end
   if #lines == 1 then return lines[1] end
-  return lines[1] .. " " .. lines[#lines]
+  if traceback or #lines == 2 then return lines[1] .. " " .. lines[#lines] end
+  return lines[1] .. " " .. lines[2] .. " ... " .. lines[#lines]
 end
 
 local function start_probe_pool(python)
@@ -103,9 +105,10 @@ function M.main(args)
     io.write(USAGE)
     return 0
   end
-  -- Worker stdout lines log at info; they would break up the report. An explicit
-  -- SLITHER_LOG still wins, for debugging the doctor itself.
-  if (os.getenv("SLITHER_LOG") or "") == "" then core.set_log_level("warn") end
+  -- Worker output lines go to the log and would break up the report; a worker
+  -- that fails to start has its stderr in the error printed below anyway. An
+  -- explicit SLITHER_LOG still wins, for debugging the doctor itself.
+  if (os.getenv("SLITHER_LOG") or "") == "" then core.set_log_level("error") end
 
   local paths, versions = core.paths(), core.versions()
   local python = opts.python or paths.python
@@ -179,9 +182,10 @@ function M.main(args)
         if debian then
           print("  This interpreter sees them: apt-get install " .. table.concat(missing, " "))
         else
-          print("  This interpreter (" .. exe .. ") does not see them: either install them")
-          print("  with its own pip, or apt-get install " .. table.concat(missing, " "))
-          print("  and run with SLITHER_PYTHON=/usr/bin/python3.")
+          print("  This interpreter does not see them (" .. exe .. ").")
+          print("  Install them with its own pip, or apt-get install "
+            .. table.concat(missing, " "))
+          print("  and run with SLITHER_PYTHON=/usr/bin/python3 (or --python to check it).")
         end
       end
     end

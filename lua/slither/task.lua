@@ -42,12 +42,17 @@ local function step(t, ...)
   end
 end
 
+local function new_task(fn)
+  local t = setmetatable({ co = coroutine.create(fn), done = false, waiters = {} }, Task)
+  tasks[t.co] = t
+  return t
+end
+
 function M.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("slither.spawn: expected a function, got " .. type(fn), 2)
   end
-  local t = setmetatable({ co = coroutine.create(fn), done = false, waiters = {} }, Task)
-  tasks[t.co] = t
+  local t = new_task(fn)
   step(t, ...)
   return t
 end
@@ -112,8 +117,9 @@ end
 
 -- Run fn as the main task and drive the loop until it ends.
 function M.run_main(fn, ...)
-  local t = M.spawn(fn, ...)
-  t.joined = true
+  local t = new_task(fn)
+  t.joined = true -- its error is the caller's to report
+  step(t, ...)
   while not t.done do
     if not core.run("once") and not t.done then
       return false, "the main task is blocked: it waits for something that cannot happen"

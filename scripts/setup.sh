@@ -1,0 +1,29 @@
+#!/bin/sh
+# Shared set-up for scripts/demo.sh and scripts/test.sh: make sure the Debian
+# packages are there (installing them when run as root), then build into build/.
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PACKAGES="gcc make cmake pkg-config libluajit-5.1-dev luajit libuv1-dev lua-cjson \
+lua-busted python3"
+
+missing=""
+for p in $PACKAGES; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing="$missing $p"
+  fi
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "slither: installing Debian packages:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "slither: missing Debian packages. Install them with:" >&2
+    echo "  sudo apt-get install -y$missing" >&2
+    exit 1
+  fi
+fi
+
+cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$ROOT/build" -j "$(nproc)" >/dev/null

@@ -1,0 +1,138 @@
+"""End-to-end tests of the slither binary: scripts, errors, and no orphans when
+the engine is killed."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SLITHER = os.environ.get("SLITHER_BIN") or os.path.join(HERE, "..", "..", "build", "slither")
+
+
+def alive(pid):
+    """True while pid runs; a zombie counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def script(body):
+    f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    f.write(textwrap.dedent(body))
+    f.close()
+    return f.name
+
+
+class CliTest(unittest.TestCase):
+    def run_slither(self, *args, **kw):
+        env = dict(os.environ, SLITHER_LOG="warn")
+        return subprocess.run([SLITHER, *args], capture_output=True, text=True, env=env,
+                              timeout=60, **kw)
+
+    def test_help_and_version(self):
+        r = self.run_slither("--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("usage: slither SCRIPT.lua", r.stdout)
+        self.assertIn("SLITHER_PYTHON", r.stdout)
+        r = self.run_slither("--version")
+        self.assertRegex(r.stdout, r"^slither \d+\.\d+\.\d+")
+        r = self.run_slither("--bogus")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown option '--bogus'", r.stderr)
+
+    def test_script_runs_with_arguments_and_workers(self):
+        path = script(f"""
+            local slither = require("slither")
+            local pool = assert(slither.pool.start{{ size = 2, path = {{ "{HERE}" }} }})
+            local r = assert(pool:call("sl_testmod", "double", {{ tonumber(arg[1]) }}))
+            print("result", r[1], arg[2])
+        """)
+        r = self.run_slither(path, "21", "x")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("result\t42\tx", r.stdout)
+
+    def test_script_error_shows_location_and_traceback(self):
+        path = script("""
+            local function inner() error("it broke") end
+            local function outer() inner() end
+            outer()
+        """)
+        r = self.run_slither(path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"{path}:2: it broke", r.stderr)
+        self.assertIn("stack traceback", r.stderr)
+        self.assertIn("in function 'outer'", r.stderr)
+        self.assertEqual(r.stderr.count("it broke"), 1)
+
+    def test_syntax_error_is_reported(self):
+        path = script("local x = = 1\n")
+        r = self.run_slither(path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(path, r.stderr)
+
+    def test_sleep_and_spawn_interleave(self):
+        path = script("""
+            local slither = require("slither")
+            local order = {}
+            local t = slither.spawn(function()
+              slither.sleep(50); order[#order + 1] = "task"
+            end)
+            order[#order + 1] = "main"
+            assert(t:join())
+            slither.sleep(10)
+            print(table.concat(order, ","))
+        """)
+        r = self.run_slither(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "main,task")
+
+    def test_engine_sigkill_leaves_no_worker_behind(self):
+        path = script(f"""
+            local slither = require("slither")
+            local pool = assert(slither.pool.start{{ size = 2, path = {{ "{HERE}" }} }})
+            local kids = assert(pool:call("sl_testmod", "spawn_grandchild", {{ 1 }}))
+            for _, pid in ipairs(pool:pids()) do io.write("worker ", pid, "\\n") end
+            io.write("grandchild ", kids[1], "\\n")
+            io.write("ready\\n")
+            io.stdout:flush()
+            slither.sleep(60000)
+        """)
+        env = dict(os.environ, SLITHER_LOG="warn")
+        p = subprocess.Popen([SLITHER, path], stdout=subprocess.PIPE, text=True, env=env)
+        pids = []
+        for line in p.stdout:
+            if line.strip() == "ready":
+                break
+            pids.append(int(line.split()[1]))
+        self.assertEqual(len(pids), 3)
+        for pid in pids:
+            self.assertTrue(alive(pid))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if alive(pid)], [])
+
+    def test_script_end_stops_pools(self):
+        path = script(f"""
+            local slither = require("slither")
+            local pool = assert(slither.pool.start{{ size = 2, path = {{ "{HERE}" }} }})
+            for _, pid in ipairs(pool:pids()) do io.write(pid, "\\n") end
+        """)
+        r = self.run_slither(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        pids = [int(x) for x in r.stdout.split()]
+        self.assertEqual(len(pids), 2)
+        self.assertFalse(any(alive(pid) for pid in pids))
+
+
+if __name__ == "__main__":
+    unittest.main()
