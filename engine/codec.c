@@ -81,7 +81,7 @@ static const char hexd[] = "0123456789abcdef";
  * bytes are not valid UTF-8 (the caller then sends them as an attachment). */
 int sl_json_string(sl_buf *b, const unsigned char *s, size_t n) {
   size_t start = b->len, i = 0;
-  if (sl_buf_reserve(b, n + 2)) return -1;
+  if (sl_buf_reserve(b, n + 2)) return SL_ENOMEM;
   b->data[b->len++] = '"';
   while (i < n) {
     unsigned char c = s[i];
@@ -89,19 +89,19 @@ int sl_json_string(sl_buf *b, const unsigned char *s, size_t n) {
       /* Copy a run of plain ASCII at once. */
       size_t j = i + 1;
       while (j < n && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' && s[j] < 0x80) j++;
-      if (sl_buf_append(b, s + i, j - i)) return -1;
+      if (sl_buf_append(b, s + i, j - i)) return SL_ENOMEM;
       i = j;
     } else if (c < 0x80) {
       char esc[6] = {'\\', 'u', '0', '0', hexd[c >> 4], hexd[c & 15]};
       if (c == '"' || c == '\\') {
         esc[1] = (char)c;
-        if (sl_buf_append(b, esc, 2)) return -1;
+        if (sl_buf_append(b, esc, 2)) return SL_ENOMEM;
       } else if (c == '\n') {
-        if (sl_buf_append(b, "\\n", 2)) return -1;
+        if (sl_buf_append(b, "\\n", 2)) return SL_ENOMEM;
       } else if (c == '\t') {
-        if (sl_buf_append(b, "\\t", 2)) return -1;
+        if (sl_buf_append(b, "\\t", 2)) return SL_ENOMEM;
       } else if (sl_buf_append(b, esc, 6)) {
-        return -1;
+        return SL_ENOMEM;
       }
       i++;
     } else {
@@ -122,11 +122,11 @@ int sl_json_string(sl_buf *b, const unsigned char *s, size_t n) {
       if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
           (cp >= 0xd800 && cp <= 0xdfff))
         goto invalid;
-      if (sl_buf_append(b, s + i, len)) return -1;
+      if (sl_buf_append(b, s + i, len)) return SL_ENOMEM;
       i += len;
     }
   }
-  if (sl_buf_putc(b, '"')) return -1;
+  if (sl_buf_putc(b, '"')) return SL_ENOMEM;
   return 0;
 invalid:
   b->len = start;
@@ -484,6 +484,7 @@ static int dec_number(decoder *d) {
   char tmp[64];
   size_t n;
   int neg = 0;
+  if (p >= d->end) return dec_fail(d, "unexpected end");
   if (*p == '-') { neg = 1; p++; }
   if (d->end - p >= 8 && memcmp(p, "Infinity", 8) == 0) {
     d->p = p + 8;
@@ -503,16 +504,22 @@ static int dec_number(decoder *d) {
     }
   }
   p = d->p;
-  n = 0;
-  while (p < d->end && n < sizeof tmp - 1 &&
-         ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' || *p == 'e' ||
-          *p == 'E'))
-    tmp[n++] = *p++;
-  tmp[n] = '\0';
+  while (p < d->end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' ||
+                        *p == 'e' || *p == 'E'))
+    p++;
+  n = (size_t)(p - d->p);
   {
+    /* strtod needs a terminated string; long numbers (Python writes 10**70 in
+     * full) get a heap copy. */
+    char *s = n < sizeof tmp ? tmp : malloc(n + 1);
     char *endp;
-    double v = strtod(tmp, &endp);
-    if (n == 0 || endp != tmp + n) return dec_fail(d, "bad number");
+    double v;
+    if (!s) return dec_fail(d, "out of memory");
+    memcpy(s, d->p, n);
+    s[n] = '\0';
+    v = strtod(s, &endp);
+    if (s != tmp) free(s);
+    if (n == 0 || endp != s + n) return dec_fail(d, "bad number");
     d->p = p;
     lua_pushnumber(d->L, v);
   }
@@ -567,6 +574,7 @@ static int dec_object(decoder *d, int depth) {
       if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
       d->p++;
       skip_ws(d);
+      if (d->p >= d->end) return dec_fail(d, "bad bytes reference");
       if ((rc = dec_number(d))) return rc;
       v = lua_tonumber(L, -1);
       lua_pop(L, 2); /* the number and the table */

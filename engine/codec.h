@@ -5,9 +5,10 @@
  *     JSON as {"\u0000b": index};
  *   - NaN, Infinity and -Infinity are written as those bare tokens (Python's json
  *     module reads and writes them);
- *   - numbers are written exactly: an integral double as an integer (exact up to
- *     2^53 and beyond, as far as the double itself is exact), any other double in
- *     the shortest form that reads back to the same bits.
+ *   - numbers are written exactly: an integral double below 2^63 in magnitude as
+ *     an integer (exact up to 2^53 and beyond, as far as the double itself is
+ *     exact), any other double with the fewest of 15, 16 or 17 significant digits
+ *     that reads back to the same bits.
  *
  * Lua side conventions: slither.null (a NULL light userdata, the same value as
  * cjson.null) is JSON null; a table whose metatable is the array marker encodes as

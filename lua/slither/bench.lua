@@ -211,16 +211,17 @@ local function fmt_ratio(r, better, worse)
   return string.format(" (%.1fx %s)", 1 / r, worse)
 end
 
--- Each row: label, how to get a figure out of a measurement set, format, lower_better.
+-- Each row: the figure (key) in a measurement, its label, its name among the JSON
+-- ratios, its format, and whether lower is better.
 local ROWS = {
-  { key = "p50_us", label = "p50 round trip", measure = "round_trip", fmt = fmt_us,
-    lower = true },
-  { key = "p99_us", label = "p99 round trip", measure = "round_trip", fmt = fmt_us,
-    lower = true },
-  { key = "calls_per_s", label = "calls/s, " .. INFLIGHT .. " in flight", measure = "throughput",
-    fmt = fmt_rate, lower = false },
-  { key = "ms", label = STARTUP_SIZE .. " workers ready", measure = "startup", fmt = fmt_ms,
-    lower = true },
+  { key = "p50_us", measure = "round_trip", label = "p50 round trip",
+    name = "p50_round_trip", fmt = fmt_us, lower = true },
+  { key = "p99_us", measure = "round_trip", label = "p99 round trip",
+    name = "p99_round_trip", fmt = fmt_us, lower = true },
+  { key = "calls_per_s", measure = "throughput", label = "calls/s, " .. INFLIGHT .. " in flight",
+    name = "calls_per_s", fmt = fmt_rate, lower = false },
+  { key = "ms", measure = "startup", label = STARTUP_SIZE .. " workers ready",
+    name = "startup", fmt = fmt_ms, lower = true },
 }
 
 local function figure(set, row)
@@ -273,6 +274,11 @@ local function print_table(opts, ours, peers, env, peer_err, targets)
     end
     print(string.format("%-22s %s", row.label .. ":", table.concat(parts, " | ")))
   end
+  if env and env.start_method == "fork" then
+    -- Without this the start-up row misleads: a forked child skips the interpreter
+    -- start and the imports that every slither worker pays for.
+    print("(start-up: slither execs a new interpreter per worker; the peers fork theirs)")
+  end
   if peer_err then
     print("")
     print("peer baselines unavailable: " .. peer_err)
@@ -289,6 +295,15 @@ local function print_table(opts, ours, peers, env, peer_err, targets)
     met_text(t2.met), fmt_ms(t2.slither_ms)))
 end
 
+-- Figures to a microsecond's thousandth are noise; 17 digits only hide the figure.
+local function rounded(v)
+  if type(v) == "number" and v % 1 ~= 0 then return math.floor(v * 1000 + 0.5) / 1000 end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = rounded(x) end
+  return setmetatable(out, getmetatable(v))
+end
+
 local function json_report(opts, ours, peers, env, peer_err, targets)
   local hello = ours.hello or {}
   local ratios = {}
@@ -296,7 +311,7 @@ local function json_report(opts, ours, peers, env, peer_err, targets)
     local r = {}
     for _, row in ipairs(ROWS) do
       local v = ratio(figure(ours, row), figure(peers and peers[name], row), row.lower)
-      if v then r[row.key] = v end
+      if v then r[row.name] = v end
     end
     if next(r) then ratios[name] = r end
   end
@@ -322,11 +337,12 @@ local function json_report(opts, ours, peers, env, peer_err, targets)
                 startup = ours.startup },
     peers = peer_figures,
     ratios = ratios,
+    ratios_mean = "how many times better slither is than each peer: > 1 better, < 1 worse",
     targets = targets,
     peers_error = peer_err,
     versions = core.versions(),
   }
-  print(core.encode(out))
+  print((core.encode(rounded(out)))) -- encode also returns the attachments
 end
 
 local function bench_pool(opts)

@@ -49,7 +49,9 @@ end
 -- Open file descriptors of this process (the listing itself opens one more).
 function H.count_fds()
   local n = 0
-  for _ in io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd"):lines() do n = n + 1 end
+  local p = io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
   return n
 end
 
