@@ -241,6 +241,28 @@ describe("slither.pool", function()
     assert.are_not.equal(pid, now)
   end)
 
+  it("recycles a worker when it reaches its ttl", function()
+    local pool = H.pool{ size = 1, ttl_s = 0.5 }
+    local first = assert(pool:call("sl_testmod", "pid", { 0 }))[1]
+    assert.is_true(H.wait_until(function() return pool:stats().recycles >= 1 end, 5000))
+    assert.is_true(H.wait_until(function()
+      local now = pool:call("sl_testmod", "pid", { 0 })
+      return now and now[1] ~= first
+    end, 5000))
+    local recycled = false
+    for _, ev in ipairs(H.events) do
+      if ev.name == "slither.pool.worker.recycle" and ev.reason == "ttl" then recycled = true end
+    end
+    assert.is_true(recycled)
+  end)
+
+  it("fails to start when a worker does not say hello in time", function()
+    local p, err = slither.pool.start{ name = "slow", size = 1, startup_timeout_ms = 1 }
+    assert.is_nil(p)
+    assert.are.equal("start_failed", err.kind)
+    assert.truthy(err.message:find("did not say hello within 1 ms", 1, true))
+  end)
+
   it("runs up to `threads` calls at once in one worker", function()
     local pool = H.pool{ size = 1, threads = 4 }
     assert.are.equal(4, pool:stats().capacity)

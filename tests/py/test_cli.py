@@ -58,6 +58,22 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("result\t42\tx", r.stdout)
 
+    def test_worker_output_reaches_the_log_with_its_name(self):
+        path = script(f"""
+            local slither = require("slither")
+            local pool = assert(slither.pool.start{{ size = 1, path = {{ "{HERE}" }} }})
+            assert(pool:call("sl_testmod", "chatty", {{ 3 }}))
+            local _, err = pool:call("sl_testmod", "boom", {{ 1 }})
+            print(err.kind)
+        """)
+        env = dict(os.environ, SLITHER_LOG="info")
+        r = subprocess.run([SLITHER, path], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "python")
+        lines = [l for l in r.stderr.splitlines() if "[default/w1 stdout]" in l]
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(lines[0].endswith("x" * 99))
+
     def test_script_error_shows_location_and_traceback(self):
         path = script("""
             local function inner() error("it broke") end
