@@ -328,6 +328,54 @@ static int enc_value(encoder *e, int idx, int depth, int as_list) {
   }
 }
 
+static void enc_init(encoder *e, lua_State *L, sl_buf *json, sl_buf *att, char *err,
+                     size_t errlen) {
+  e->L = L;
+  e->out = json;
+  e->att = att;
+  e->natt = 0;
+  e->err = err;
+  e->errlen = errlen;
+  e->failed = 0;
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  e->array_mt = lua_gettop(L);
+  lua_pushlightuserdata(L, (void *)&sl_codec_bytes_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  e->bytes_mt = lua_gettop(L);
+}
+
+int sl_codec_encode_field(lua_State *L, int idx, int first, int last, const char *field,
+                          sl_buf *json, sl_buf *att, char *err, size_t errlen) {
+  encoder e;
+  int rc = 0, k, top = lua_gettop(L);
+  if (idx < 0) idx = top + idx + 1;
+  enc_init(&e, L, json, att, err, errlen);
+  if (sl_buf_putc(json, '[')) rc = SL_ENOMEM;
+  for (k = first; k <= last && !rc; k++) {
+    if (k > first && sl_buf_putc(json, ',')) rc = SL_ENOMEM;
+    lua_rawgeti(L, idx, k);
+    if (!lua_istable(L, -1)) {
+      snprintf(err, errlen, "[%d]: expected an item table, got %s", k,
+               lua_typename(L, lua_type(L, -1)));
+      e.failed = 1;
+      rc = SL_ECODEC;
+      break;
+    }
+    lua_getfield(L, -1, field);
+    e.path[0].is_index = 1;
+    e.path[0].index = k;
+    e.path[1].is_index = 0;
+    e.path[1].key = field;
+    rc = enc_value(&e, lua_gettop(L), 2, 0);
+    lua_pop(L, 2);
+  }
+  if (!rc && sl_buf_putc(json, ']')) rc = SL_ENOMEM;
+  lua_settop(L, top);
+  if (rc && !e.failed) snprintf(err, errlen, "%s", sl_strerror(rc));
+  return rc ? (e.failed ? SL_ECODEC : rc) : 0;
+}
+
 int sl_codec_encode(lua_State *L, int idx, int as_list, sl_buf *json, sl_buf *att,
                     char *err, size_t errlen) {
   encoder e;

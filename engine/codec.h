@@ -37,6 +37,11 @@ void sl_codec_open(lua_State *L);
 int sl_codec_encode(lua_State *L, int idx, int as_list, sl_buf *json, sl_buf *att,
                     char *err, size_t errlen);
 
+/* Encode a list made of items[k][field] for k in first..last (the table at idx),
+ * without building that list in Lua. Errors name the item ("[7].payload..."). */
+int sl_codec_encode_field(lua_State *L, int idx, int first, int last, const char *field,
+                          sl_buf *json, sl_buf *att, char *err, size_t errlen);
+
 /* Decode JSON (with its attachment section) and push the value. Returns 0, or
  * SL_ECODEC with a message in err and nothing pushed. */
 int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,

@@ -69,6 +69,8 @@ int sl_engine_init(sl_engine *e, uv_loop_t *loop) {
     e->owns_loop = 1;
   }
   e->log_level = sl_log_level_parse(getenv("SLITHER_LOG"));
+  e->spin_us = getenv("SLITHER_SPIN_US") ? atoi(getenv("SLITHER_SPIN_US")) : 100;
+  if (e->spin_us < 0) e->spin_us = 0;
   py = getenv("SLITHER_PYTHON");
   e->python = strdup(py && *py ? py : "python3");
   e->worker_path = find_dir("SLITHER_WORKER_PATH", "pyworkers", "slither_worker/__init__.py");
@@ -101,6 +103,13 @@ void sl_engine_close(sl_engine *e) {
     uv_loop_close(e->loop);
   }
   sl_reaper_stop(&e->reaper);
+  while (e->interps) {
+    struct sl_interp *i = e->interps;
+    e->interps = i->next;
+    free(i->name);
+    free(i->path);
+    free(i);
+  }
   free(e->python);
   free(e->worker_path);
   free(e->lua_path);

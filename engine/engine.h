@@ -27,6 +27,12 @@ typedef struct sl_engine {
   char *lua_path;     /* directory that holds the slither Lua modules */
   char *python;       /* default interpreter */
   uint64_t spawned;   /* workers spawned over the engine's life */
+  int64_t inflight;   /* calls sent to workers and not yet answered, all pools */
+  int spin_us;        /* how long a wait polls before sleeping (SLITHER_SPIN_US) */
+  /* Interpreters as configured ("python3") and the executable their first worker
+   * reported: later workers start it directly, skipping wrapper scripts such as
+   * pyenv shims that cost hundreds of milliseconds per start. */
+  struct sl_interp { char *name, *path; struct sl_interp *next; } *interps;
 } sl_engine;
 
 /* loop: NULL to let the engine own a loop. Reads SLITHER_LOG, SLITHER_PYTHON,

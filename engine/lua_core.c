@@ -27,6 +27,8 @@ typedef struct lcore {
   int in_run;       /* inside uv_run */
   int call_events;  /* deliver call.* events to Lua */
   int closed;
+  unsigned callbacks; /* Lua callbacks run so far (spin watches it) */
+  int spin_misses, spin_off;
 } lcore;
 
 typedef struct lpool {
@@ -48,6 +50,7 @@ static lcore *get_core(lua_State *L) {
  * with a traceback and never escape into libuv. */
 static void cb_call(lcore *c, int nargs) {
   lua_State *L = c->cbL;
+  c->callbacks++;
   int base = lua_gettop(L) - nargs;
   lua_getglobal(L, "debug");
   lua_getfield(L, -1, "traceback");
@@ -69,6 +72,37 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* Poll the loop for a while before sleeping in it, while calls are out.
+ *
+ * Waking a process that sleeps on another CPU costs tens of microseconds on
+ * virtual machines (an inter-processor interrupt each way), several times the
+ * cost of the call itself. Polling for spin_us avoids it when replies come fast;
+ * the worker does the same after each reply. The spin adapts: after 8 waits in a
+ * row where it found nothing, it stays off for the next 64, so long calls do not
+ * pay for it. Returns 1 when a callback ran. */
+static int spin(lcore *c) {
+  uint64_t deadline;
+  unsigned before = c->callbacks;
+  if (c->e.spin_us <= 0 || c->e.inflight <= 0) return 0;
+  if (c->spin_off > 0) {
+    c->spin_off--;
+    return 0;
+  }
+  deadline = uv_hrtime() + (uint64_t)c->e.spin_us * 1000;
+  do {
+    uv_run(c->e.loop, UV_RUN_NOWAIT);
+    if (c->callbacks != before) {
+      c->spin_misses = 0;
+      return 1;
+    }
+  } while (uv_hrtime() < deadline && c->e.inflight > 0);
+  if (++c->spin_misses >= 8) {
+    c->spin_misses = 0;
+    c->spin_off = 64;
+  }
+  return 0;
+}
+
 static int l_run(lua_State *L) {
   lcore *c = get_core(L);
   const char *mode = luaL_optstring(L, 1, "once");
@@ -77,7 +111,13 @@ static int l_run(lua_State *L) {
     return luaL_error(L, "cannot wait for the loop from inside a loop callback "
                          "(run the waiting code in slither.spawn)");
   c->in_run = 1;
-  alive = uv_run(c->e.loop, strcmp(mode, "nowait") == 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  if (strcmp(mode, "nowait") == 0) {
+    alive = uv_run(c->e.loop, UV_RUN_NOWAIT);
+  } else if (spin(c)) {
+    alive = 1;
+  } else {
+    alive = uv_run(c->e.loop, UV_RUN_ONCE);
+  }
   c->in_run = 0;
   lua_pushboolean(L, alive);
   return 1;
@@ -413,6 +453,8 @@ static int l_pool_on_event(lua_State *L) {
 typedef struct lcall {
   lcore *core;
   int ref;
+  int items_ref; /* call_items: the item list whose payloads are replaced */
+  int first;
   const char *pool;
 } lcall;
 
@@ -440,78 +482,139 @@ static void push_call_error(lua_State *L, sl_call *c, int status, const char *po
   if (c->session) set_str(L, "session", c->session);
 }
 
+static void push_mismatch(lua_State *L, sl_call *c, const char *pool) {
+  push_call_error(L, c, SL_EMISMATCH, pool);
+  lua_pushfstring(L, "%s.%s returned a result that is not a list of %d items", c->module,
+                  c->function, (int)c->nitems);
+  lua_setfield(L, -2, "message");
+}
+
+/* Leaves (results|true, nil) or (nil, err) on the stack. */
+static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
+  char err[256];
+  if (status) {
+    lua_pushnil(L);
+    push_call_error(L, c, status, lc->pool);
+    return;
+  }
+  if (sl_codec_decode(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len, err,
+                      sizeof err)) {
+    lua_pushnil(L);
+    lua_createtable(L, 0, 4);
+    set_str(L, "kind", "protocol");
+    lua_pushfstring(L, "undecodable result from %s: %s", c->worker, err);
+    lua_setfield(L, -2, "message");
+    set_str(L, "worker", c->worker);
+    return;
+  }
+  if (!lua_istable(L, -1) || lua_objlen(L, -1) != c->nitems) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    push_mismatch(L, c, lc->pool);
+    return;
+  }
+  if (lc->items_ref != LUA_NOREF) {
+    /* results[k] becomes items[first + k - 1].payload */
+    int k, n = (int)c->nitems;
+    int res = lua_gettop(L);
+    push_ref(L, lc->items_ref);
+    for (k = 1; k <= n; k++) {
+      lua_rawgeti(L, res + 1, lc->first + k - 1);
+      lua_rawgeti(L, res, k);
+      lua_setfield(L, -2, "payload");
+      lua_pop(L, 1);
+    }
+    lua_settop(L, res - 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushnil(L);
+}
+
 static void call_cb(sl_call *c, int status, void *ud) {
   lcall *lc = ud;
-  lua_State *L = lc->core->cbL;
-  char err[256];
-  if (lc->core->closed) { /* the Lua state is going away: nobody waits */
+  lcore *core = lc->core;
+  lua_State *L = core->cbL;
+  if (core->closed) { /* the Lua state is going away: nobody waits */
     free(lc);
     return;
   }
   push_ref(L, lc->ref);
   luaL_unref(L, LUA_REGISTRYINDEX, lc->ref);
-  if (status == 0) {
-    if (sl_codec_decode(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len, err,
-                        sizeof err)) {
-      lua_pushnil(L);
-      lua_createtable(L, 0, 4);
-      set_str(L, "kind", "protocol");
-      lua_pushfstring(L, "undecodable result from %s: %s", c->worker, err);
-      lua_setfield(L, -2, "message");
-      set_str(L, "worker", c->worker);
-    } else if (!lua_istable(L, -1) || lua_objlen(L, -1) != c->nitems) {
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      push_call_error(L, c, SL_EMISMATCH, lc->pool);
-      lua_pushfstring(L, "%s.%s returned a result that is not a list of %d items", c->module,
-                      c->function, (int)c->nitems);
-      lua_setfield(L, -2, "message");
-    } else {
-      lua_pushnil(L);
-    }
-  } else {
-    lua_pushnil(L);
-    push_call_error(L, c, status, lc->pool);
-  }
-  {
-    lcore *core = lc->core;
-    free(lc);
-    cb_call(core, 2);
-  }
+  push_outcome(L, lc, c, status);
+  if (lc->items_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lc->items_ref);
+  /* info: where and how the call ran */
+  lua_createtable(L, 0, 6);
+  if (c->worker[0]) set_str(L, "worker", c->worker);
+  set_num(L, "bytes_out", (double)c->bytes_out);
+  set_num(L, "bytes_in", (double)(c->res_data_len + c->res_att_len));
+  set_num(L, "queued_ms", c->queued_ms);
+  set_num(L, "run_ms", c->run_ms);
+  free(lc);
+  cb_call(core, 3);
 }
 
-/* pool:call(module, fn, payloads, session, timeout_ms, cb): cb(results) or
- * cb(nil, err). Encoding errors raise here, before anything is sent. */
-static int l_pool_call(lua_State *L) {
-  lpool *lp = check_pool(L, 1);
+static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, int arg0) {
   const char *mod = luaL_checkstring(L, 2);
   const char *fn = luaL_checkstring(L, 3);
-  const char *session = luaL_optstring(L, 5, NULL);
-  int timeout = (int)luaL_optnumber(L, 6, 0);
+  const char *session = luaL_optstring(L, arg0, NULL);
+  int timeout = (int)luaL_optnumber(L, arg0 + 1, 0);
+  const char *avoid = luaL_optstring(L, arg0 + 2, NULL);
   sl_buf data, att;
   char err[512];
   lcall *lc;
   size_t n;
-  luaL_checktype(L, 4, LUA_TTABLE);
-  luaL_checktype(L, 7, LUA_TFUNCTION);
+  int rc;
+  luaL_checktype(L, arg0 + 3, LUA_TFUNCTION);
   sl_buf_init(&data);
   sl_buf_init(&att);
-  if (sl_codec_encode(L, 4, 1, &data, &att, err, sizeof err)) {
+  if (first) {
+    rc = sl_codec_encode_field(L, items_idx, first, last, "payload", &data, &att, err,
+                               sizeof err);
+    n = last >= first ? (size_t)(last - first + 1) : 0;
+  } else {
+    rc = sl_codec_encode(L, items_idx, 1, &data, &att, err, sizeof err);
+    n = lua_objlen(L, items_idx);
+  }
+  if (rc) {
     sl_buf_free(&data);
     sl_buf_free(&att);
     return luaL_error(L, "cannot encode payloads%s%s", err[0] == '[' ? "" : ": ", err);
   }
-  n = lua_objlen(L, 4);
   lc = malloc(sizeof *lc);
   if (!lc) return luaL_error(L, "out of memory");
   lc->core = lp->core;
   lc->pool = sl_pool_name(lp->p);
-  lua_pushvalue(L, 7);
+  lc->first = first;
+  lc->items_ref = LUA_NOREF;
+  if (first) {
+    lua_pushvalue(L, items_idx);
+    lc->items_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushvalue(L, arg0 + 3);
   lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sl_pool_call(lp->p, mod, fn, session, &data, &att, n, timeout, call_cb, lc);
+  sl_pool_call(lp->p, mod, fn, session, &data, &att, n, timeout, avoid, call_cb, lc);
   sl_buf_free(&data);
   sl_buf_free(&att);
   return 0;
+}
+
+/* pool:call(module, fn, payloads, session, timeout_ms, avoid, cb):
+ * cb(results, nil, info) or cb(nil, err, info). Encoding errors raise here. */
+static int l_pool_call(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  return submit(L, lp, 4, 0, 0, 5);
+}
+
+/* pool:call_items(module, fn, items, first, last, session, timeout_ms, avoid, cb):
+ * sends items[first..last].payload; on success the results replace those payloads
+ * and cb(true, nil, info) runs; otherwise cb(nil, err, info) and items are intact. */
+static int l_pool_call_items(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  int first = (int)luaL_checkinteger(L, 5), last = (int)luaL_checkinteger(L, 6);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  if (first < 1 || last < first - 1) return luaL_argerror(L, 5, "bad item range");
+  return submit(L, lp, 4, first, last, 7);
 }
 
 static int l_pool_stats(lua_State *L) {
@@ -633,7 +736,8 @@ static int l_error_kinds(lua_State *L) {
 }
 
 static const luaL_Reg pool_methods[] = {
-    {"call", l_pool_call},       {"stats", l_pool_stats},
+    {"call", l_pool_call},       {"call_items", l_pool_call_items},
+    {"stats", l_pool_stats},
     {"pids", l_pool_pids},       {"release_session", l_pool_release},
     {"stop", l_pool_stop},       {"kill", l_pool_kill},
     {"stopped", l_pool_stopped}, {"on_event", l_pool_on_event},

@@ -52,6 +52,7 @@ struct sl_worker {
   sl_call *inflight;
   int busy;
   int calls_done, max_calls;
+  uint64_t last_done; /* pool-wide sequence number of its last finished call */
   double started_ms;
   char tail[TAIL_MAX];
   size_t tail_len;
@@ -77,6 +78,7 @@ struct sl_pool {
   int queued;
   sl_smap sessions;
   uint32_t next_call_id;
+  uint64_t done_seq;
   uint64_t calls, errors, restarts, recycles, timeouts;
   int start_failures;
   int rr;
@@ -166,6 +168,8 @@ static char **build_env(sl_pool *p) {
   snprintf(tmp, sizeof tmp, "SLITHER_THREADS=%d", p->o.threads);
   envp[k++] = strdup(tmp);
   snprintf(tmp, sizeof tmp, "SLITHER_MAX_FRAME=%lu", (unsigned long)p->o.max_frame_bytes);
+  envp[k++] = strdup(tmp);
+  snprintf(tmp, sizeof tmp, "SLITHER_SPIN_US=%d", p->e->spin_us);
   envp[k++] = strdup(tmp);
   /* The user's entries win over ours and over the inherited environment. */
   for (i = 0; i < extra; i++) envp[k++] = strdup(p->o.env[i]);
@@ -380,6 +384,7 @@ static void inflight_remove(sl_worker *w, sl_call *c) {
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = NULL;
   w->busy--;
+  w->pool->e->inflight--;
   c->w = NULL;
 }
 
@@ -464,18 +469,22 @@ static int send_frame(sl_worker *w, int kind, uint32_t id, sl_buf *meta, sl_buf 
                       sl_buf *att) {
   write_req *wr = calloc(1, sizeof *wr);
   uv_buf_t bufs[5];
+  unsigned nbufs;
   int rc;
   if (!wr) return SL_ENOMEM;
   if (meta) { wr->meta = *meta; sl_buf_init(meta); }
   if (data) { wr->data = *data; sl_buf_init(data); }
   if (att) { wr->att = *att; sl_buf_init(att); }
   sl_frame_prefix(wr->prefix, wr->dlen, kind, id, wr->meta.len, wr->data.len, wr->att.len);
-  bufs[0] = uv_buf_init(wr->prefix, SL_FRAME_PREFIX);
-  bufs[1] = uv_buf_init(wr->meta.data, (unsigned)wr->meta.len);
-  bufs[2] = uv_buf_init(wr->dlen, 4);
-  bufs[3] = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
-  bufs[4] = uv_buf_init(wr->att.data, (unsigned)wr->att.len);
-  rc = uv_write(&wr->req, (uv_stream_t *)&w->chan, bufs, 5, write_cb);
+  /* Empty buffers are left out: libuv 1.44 treats a write that ends in one as
+   * unfinished and goes back to the loop for it (two more syscalls per call). */
+  nbufs = 0;
+  bufs[nbufs++] = uv_buf_init(wr->prefix, SL_FRAME_PREFIX);
+  if (wr->meta.len) bufs[nbufs++] = uv_buf_init(wr->meta.data, (unsigned)wr->meta.len);
+  bufs[nbufs++] = uv_buf_init(wr->dlen, 4);
+  if (wr->data.len) bufs[nbufs++] = uv_buf_init(wr->data.data, (unsigned)wr->data.len);
+  if (wr->att.len) bufs[nbufs++] = uv_buf_init(wr->att.data, (unsigned)wr->att.len);
+  rc = uv_write(&wr->req, (uv_stream_t *)&w->chan, bufs, nbufs, write_cb);
   if (rc) {
     sl_buf_free(&wr->meta);
     sl_buf_free(&wr->data);
@@ -497,6 +506,7 @@ static void send_call(sl_worker *w, sl_call *c) {
   if (w->inflight) w->inflight->prev = c;
   w->inflight = c;
   w->busy++;
+  p->e->inflight++;
   snprintf(c->worker, sizeof c->worker, "%s", w->name);
   c->worker_pid = w->pid;
   c->t_sent = sl_now_ms(p->e);
@@ -533,18 +543,34 @@ static sl_worker *worker_by_id(sl_pool *p, int64_t id) {
   return NULL;
 }
 
-/* The ready worker with the fewest calls in flight. Ties go to the next worker in
- * a rotation, so equally idle workers share the work. */
-static sl_worker *least_loaded(sl_pool *p) {
+/* The ready worker with the fewest calls in flight. Ties go to the worker that
+ * finished a call last: it is awake and its caches are warm, so one task making
+ * calls one after another keeps one worker busy instead of waking each in turn.
+ * Concurrent calls still spread, because busy workers are not tied with idle ones. */
+static int other_live_worker(sl_pool *p, const char *avoid) {
+  sl_worker *w;
+  for (w = p->workers; w; w = w->next)
+    if ((w->state == W_READY || w->state == W_STARTING) && strcmp(w->name, avoid) != 0)
+      return 1;
+  return 0;
+}
+
+/* avoid: a worker name to pass over while any other worker lives (a retried
+ * batch goes elsewhere when it can). */
+static sl_worker *least_loaded(sl_pool *p, const char *avoid) {
   sl_worker *w, *best = NULL;
   int n = 0, i = 0, start, best_rank = 0;
+  int skip = avoid && avoid[0] && other_live_worker(p, avoid);
   for (w = p->workers; w; w = w->next) n++;
   if (!n) return NULL;
   start = (p->rr++) % n;
   for (w = p->workers; w; w = w->next, i++) {
     int rank = (i - start + n) % n;
     if (w->state != W_READY || w->busy >= p->o.threads) continue;
-    if (!best || w->busy < best->busy || (w->busy == best->busy && rank < best_rank)) {
+    if (skip && strcmp(w->name, avoid) == 0) continue;
+    if (!best || w->busy < best->busy ||
+        (w->busy == best->busy && (w->last_done > best->last_done ||
+                                   (w->last_done == best->last_done && rank < best_rank)))) {
       best = w;
       best_rank = rank;
     }
@@ -579,9 +605,10 @@ static void pump(sl_pool *p) {
         if (sl_smap_get(&p->sessions, c->session, &id)) {
           w = worker_by_id(p, id);
           if (w && (w->state != W_READY || w->busy >= p->o.threads)) w = NULL;
+          if (w && c->avoid[0] && strcmp(w->name, c->avoid) == 0) w = NULL;
         }
       }
-      if (!w) w = least_loaded(p);
+      if (!w) w = least_loaded(p, c->avoid);
       if (!w) continue;
     }
     q_remove(p, c);
@@ -627,9 +654,10 @@ static int bind_strict(sl_pool *p, sl_call *c) {
 
 sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
                       const char *session, sl_buf *data, sl_buf *att, size_t nitems,
-                      int timeout_ms, sl_call_cb cb, void *ud) {
+                      int timeout_ms, const char *avoid, sl_call_cb cb, void *ud) {
   sl_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  if (avoid) snprintf(c->avoid, sizeof c->avoid, "%s", avoid);
   c->pool = p;
   c->cb = cb;
   c->ud = ud;
@@ -645,6 +673,7 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
   c->t_submit = sl_now_ms(p->e);
   sl_buf_init(&c->meta);
   c->data = *data;
+  c->bytes_out = data->len + (att ? att->len : 0);
   sl_buf_init(data);
   if (att) {
     c->att = *att;
@@ -752,6 +781,7 @@ static int error_status(const char *meta, size_t n) {
 
 static void check_start_done(sl_pool *p);
 static void maybe_recycle(sl_worker *w, const char *reason);
+static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n);
 
 static void on_frame(sl_worker *w, const sl_frame *f) {
   sl_pool *p = w->pool;
@@ -764,6 +794,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       w->state = W_READY;
       w->hello_seen = 1;
+      interp_learn(p->e, p->python, f->meta, f->meta_len);
       uv_timer_stop(&w->timer);
       p->start_failures = 0;
       if (p->ev_cb) {
@@ -793,6 +824,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       inflight_remove(w, c);
       w->calls_done++;
+      w->last_done = ++p->done_seq;
       c->res_meta = f->meta;
       c->res_meta_len = f->meta_len;
       c->res_data = f->data;
@@ -894,6 +926,37 @@ static void worker_timer_cb(uv_timer_t *t) {
   }
 }
 
+static const char *interp_lookup(sl_engine *e, const char *name) {
+  struct sl_interp *i;
+  for (i = e->interps; i; i = i->next)
+    if (strcmp(i->name, name) == 0) return i->path;
+  return NULL;
+}
+
+/* Remember the executable a worker reported in its hello ("executable": "..."). */
+static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n) {
+  static const char key[] = "\"executable\": \"";
+  const char *p = NULL, *q, *end = hello + n;
+  struct sl_interp *i;
+  size_t k;
+  if (interp_lookup(e, name)) return;
+  for (k = 0; k + sizeof key - 1 <= n; k++)
+    if (memcmp(hello + k, key, sizeof key - 1) == 0) {
+      p = hello + k + sizeof key - 1;
+      break;
+    }
+  if (!p) return;
+  for (q = p; q < end && *q != '"'; q++)
+    if (*q == '\\') return; /* escaped paths are rare: keep using the name */
+  if (q >= end || q == p || *p != '/') return;
+  i = calloc(1, sizeof *i);
+  if (!i) return;
+  i->name = strdup(name);
+  i->path = strndup(p, (size_t)(q - p));
+  i->next = e->interps;
+  e->interps = i;
+}
+
 static void worker_spawn(sl_pool *p) {
   sl_engine *e = p->e;
   sl_worker *w = calloc(1, sizeof *w);
@@ -937,7 +1000,8 @@ static void worker_spawn(sl_pool *p) {
   stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
   stdio[3].data.stream = (uv_stream_t *)&w->chan;
   po.exit_cb = exit_cb;
-  po.file = p->python;
+  po.file = interp_lookup(e, p->python);
+  if (!po.file) po.file = p->python;
   po.args = p->args;
   po.env = p->envp;
   po.stdio = stdio;

@@ -74,6 +74,8 @@ struct sl_call {
   struct sl_call *next, *prev; /* in a queue or in a worker's in-flight list */
   struct sl_call_timer *timer;
   double t_submit, t_sent;
+  size_t bytes_out;
+  char avoid[64];
   int strict_worker; /* worker id a strict session waits for, or -1 */
 };
 
@@ -116,10 +118,11 @@ sl_pool *sl_pool_next(const sl_pool *p);
 
 /* Submit a call. The payload is meta (never includes m/f/s: the pool adds them),
  * JSON data and attachments, which the pool takes over (the buffers are emptied).
- * The callback always runs, possibly before this returns (pool stopped or failed). */
+ * The callback always runs, possibly before this returns (pool stopped or failed).
+ * avoid: a worker name the call should not run on while another worker lives. */
 sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
                       const char *session, sl_buf *data, sl_buf *att, size_t nitems,
-                      int timeout_ms, sl_call_cb cb, void *ud);
+                      int timeout_ms, const char *avoid, sl_call_cb cb, void *ud);
 /* Drop a session: its mapping in the pool and its state in every worker. */
 void sl_pool_release_session(sl_pool *p, const char *session);
 void sl_pool_stats_get(const sl_pool *p, sl_pool_stats *s);

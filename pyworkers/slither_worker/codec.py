@@ -36,6 +36,11 @@ def decode(data, att):
 
 def encode(obj):
     """Returns (json_bytes, attachment_bytes)."""
+    try:
+        # Fast path: plain JSON values, no hook.
+        return _encoder_plain(obj).encode("ascii"), b""
+    except TypeError:
+        pass
     blobs = []
 
     def default(o):
