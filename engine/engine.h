@@ -29,9 +29,9 @@ typedef struct sl_engine {
   uint64_t spawned;   /* workers spawned over the engine's life */
   int64_t inflight;   /* calls sent to workers and not yet answered, all pools */
   int spin_us;        /* how long a wait polls before sleeping (SLITHER_SPIN_US) */
-  /* Interpreters as configured ("python3") and the executable their first worker
-   * reported: later workers start it directly, skipping wrapper scripts such as
-   * pyenv shims that cost hundreds of milliseconds per start. */
+  /* Interpreters configured by bare name ("python3") and the executable their
+   * first worker reported: later workers start it directly, skipping PATH shims
+   * (pyenv's cost hundreds of milliseconds per start). */
   struct sl_interp { char *name, *path; struct sl_interp *next; } *interps;
 } sl_engine;
 

@@ -794,7 +794,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       w->state = W_READY;
       w->hello_seen = 1;
-      interp_learn(p->e, p->python, f->meta, f->meta_len);
+      if (!strchr(p->python, '/')) interp_learn(p->e, p->python, f->meta, f->meta_len);
       uv_timer_stop(&w->timer);
       p->start_failures = 0;
       if (p->ev_cb) {
@@ -1000,7 +1000,9 @@ static void worker_spawn(sl_pool *p) {
   stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
   stdio[3].data.stream = (uv_stream_t *)&w->chan;
   po.exit_cb = exit_cb;
-  po.file = interp_lookup(e, p->python);
+  /* Only a bare name found on PATH is replaced: an explicit path may be a wrapper
+   * that does real set-up, and must run every time. */
+  po.file = strchr(p->python, '/') ? NULL : interp_lookup(e, p->python);
   if (!po.file) po.file = p->python;
   po.args = p->args;
   po.env = p->envp;
