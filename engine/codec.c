@@ -160,6 +160,27 @@ static int put_i64(sl_buf *b, int64_t v) {
 static int put_number(sl_buf *b, double d) {
   char tmp[40];
   int prec, n = 0;
+  if (d > -1e15 && d < 1e15 && d == (double)(int64_t)d && !(d == 0 && signbit(d))) {
+    /* The common case, written straight into the buffer. */
+    char *p;
+    int64_t v = (int64_t)d;
+    uint64_t u;
+    int k = 0;
+    if (sl_buf_reserve(b, 24)) return SL_ENOMEM;
+    p = b->data + b->len;
+    if (v < 0) {
+      *p++ = '-';
+      b->len++;
+    }
+    u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+      tmp[k++] = (char)('0' + u % 10);
+      u /= 10;
+    } while (u);
+    b->len += (size_t)k;
+    while (k) *p++ = tmp[--k];
+    return 0;
+  }
   if (d != d) return sl_buf_append(b, "NaN", 3);
   if (isinf(d)) return d > 0 ? sl_buf_append(b, "Infinity", 8) : sl_buf_append(b, "-Infinity", 9);
   if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) {
@@ -246,7 +267,21 @@ static int enc_table(encoder *e, int idx, int depth, int as_list) {
       return 0;
     }
   }
-  kind = table_kind(e, idx, depth, &n);
+  kind = -2;
+  {
+    /* Fast path for a plain sequence: if no key follows t[#t], the table is the
+     * list 1..#t (a hole inside it is found while encoding). Saves a full lua_next
+     * pass over every list. */
+    int has_mt = lua_getmetatable(L, idx);
+    if (has_mt) lua_pop(L, 1);
+    n = has_mt ? 0 : lua_objlen(L, idx);
+    if (n > 0) {
+      lua_pushnumber(L, (lua_Number)n);
+      if (lua_next(L, idx) == 0) kind = 3; /* list, holes not yet ruled out */
+      else lua_pop(L, 2);
+    }
+  }
+  if (kind == -2) kind = table_kind(e, idx, depth, &n);
   if (kind < 0) return SL_ECODEC;
   if (as_list && kind == 0) {
     size_t dummy;
@@ -260,12 +295,18 @@ static int enc_table(encoder *e, int idx, int depth, int as_list) {
     n = 0;
   }
   if (!lua_checkstack(L, 4)) return enc_fail(e, depth, "%s", "Lua stack exhausted");
-  if (kind == 1) {
+  if (kind == 1 || kind == 3) {
     if (sl_buf_putc(e->out, '[')) return SL_ENOMEM;
     for (i = 1; i <= n; i++) {
       int rc;
       if (i > 1 && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
       lua_rawgeti(L, idx, (int)i);
+      if (kind == 3 && lua_isnil(L, -1)) {
+        char what[32];
+        lua_pop(L, 1);
+        snprintf(what, sizeof what, "%lu", (unsigned long)i);
+        return enc_fail(e, depth, "list has a hole at index %s; use slither.null for nil", what);
+      }
       e->path[depth].is_index = 1;
       e->path[depth].index = (double)i;
       rc = enc_value(e, lua_gettop(L), depth + 1, 0);
@@ -348,9 +389,11 @@ static void enc_init(encoder *e, lua_State *L, sl_buf *json, sl_buf *att, char *
 int sl_codec_encode_field(lua_State *L, int idx, int first, int last, const char *field,
                           sl_buf *json, sl_buf *att, char *err, size_t errlen) {
   encoder e;
-  int rc = 0, k, top = lua_gettop(L);
+  int rc = 0, k, key, top = lua_gettop(L);
   if (idx < 0) idx = top + idx + 1;
   enc_init(&e, L, json, att, err, errlen);
+  lua_pushstring(L, field); /* the key, interned once */
+  key = lua_gettop(L);
   if (sl_buf_putc(json, '[')) rc = SL_ENOMEM;
   for (k = first; k <= last && !rc; k++) {
     if (k > first && sl_buf_putc(json, ',')) rc = SL_ENOMEM;
@@ -362,7 +405,8 @@ int sl_codec_encode_field(lua_State *L, int idx, int first, int last, const char
       rc = SL_ECODEC;
       break;
     }
-    lua_getfield(L, -1, field);
+    lua_pushvalue(L, key);
+    lua_rawget(L, -2);
     e.path[0].is_index = 1;
     e.path[0].index = k;
     e.path[1].is_index = 0;
@@ -413,6 +457,7 @@ typedef struct decoder {
   size_t *att_n;
   int natt;
   int array_mt;
+  int hint; /* expected length of the top-level list, 0 if unknown */
   sl_buf scratch;
   char *err;
   size_t errlen;
@@ -580,7 +625,7 @@ static int dec_array(decoder *d, int depth) {
   lua_State *L = d->L;
   int i = 0, rc;
   d->p++;
-  lua_createtable(L, 4, 0);
+  lua_createtable(L, depth == 0 && d->hint > 0 ? d->hint : 4, 0);
   lua_pushvalue(L, d->array_mt);
   lua_setmetatable(L, -2);
   skip_ws(d);
@@ -697,6 +742,11 @@ static int dec_value(decoder *d, int depth) {
 
 int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,
                     size_t att_len, char *err, size_t errlen) {
+  return sl_codec_decode_hint(L, json, len, att, att_len, 0, err, errlen);
+}
+
+int sl_codec_decode_hint(lua_State *L, const char *json, size_t len, const char *att,
+                         size_t att_len, int hint, char *err, size_t errlen) {
   decoder d;
   int rc, top = lua_gettop(L);
   size_t off = 0, n;
@@ -704,6 +754,7 @@ int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,
   const char *stack_p[8];
   size_t stack_n[8];
   d.L = L;
+  d.hint = hint;
   d.p = d.start = json;
   d.end = json + len;
   d.err = err;

@@ -51,4 +51,8 @@ int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,
  * valid UTF-8 (nothing is appended); SL_ENOMEM. Usable without a Lua state. */
 int sl_json_string(sl_buf *b, const unsigned char *s, size_t n);
 
+/* The same, with the expected length of a top-level list (pre-sizes it). */
+int sl_codec_decode_hint(lua_State *L, const char *json, size_t len, const char *att,
+                         size_t att_len, int hint, char *err, size_t errlen);
+
 #endif

@@ -71,6 +71,8 @@ int sl_engine_init(sl_engine *e, uv_loop_t *loop) {
   e->log_level = sl_log_level_parse(getenv("SLITHER_LOG"));
   e->spin_us = getenv("SLITHER_SPIN_US") ? atoi(getenv("SLITHER_SPIN_US")) : 100;
   if (e->spin_us < 0) e->spin_us = 0;
+  e->ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (e->ncpu < 1) e->ncpu = 1;
   py = getenv("SLITHER_PYTHON");
   e->python = strdup(py && *py ? py : "python3");
   e->worker_path = find_dir("SLITHER_WORKER_PATH", "pyworkers", "slither_worker/__init__.py");
@@ -134,4 +136,8 @@ void sl_log(sl_engine *e, int level, const char *fmt, ...) {
 double sl_now_ms(sl_engine *e) {
   (void)e;
   return (double)uv_hrtime() / 1e6;
+}
+
+int sl_spin_allowed(const sl_engine *e) {
+  return e->spin_us > 0 && e->busy_workers + 1 <= e->ncpu;
 }

@@ -28,6 +28,8 @@ typedef struct sl_engine {
   char *python;       /* default interpreter */
   uint64_t spawned;   /* workers spawned over the engine's life */
   int64_t inflight;   /* calls sent to workers and not yet answered, all pools */
+  int busy_workers;   /* workers holding at least one call, all pools */
+  int ncpu;
   int spin_us;        /* how long a wait polls before sleeping (SLITHER_SPIN_US) */
   /* Interpreters configured by bare name ("python3") and the executable their
    * first worker reported: later workers start it directly, skipping PATH shims
@@ -48,5 +50,9 @@ void sl_log(sl_engine *e, int level, const char *fmt, ...)
     ;
 int sl_log_level_parse(const char *s);
 double sl_now_ms(sl_engine *e); /* monotonic, sub-millisecond */
+/* Polling instead of sleeping pays only while it takes no core from a worker:
+ * true when spinning is enabled and the busy workers plus the engine fit on the
+ * CPUs. */
+int sl_spin_allowed(const sl_engine *e);
 
 #endif

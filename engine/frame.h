@@ -4,7 +4,7 @@
  *
  *   u32 len          bytes that follow this field
  *   u8  kind         SL_FRAME_*
- *   u8  flags        0 for now
+ *   u8  flags        SL_FRAME_FLAG_*
  *   u16 reserved     0
  *   u32 id           request id; a worker may hold several requests at once
  *   u32 meta_len     then meta_len bytes of JSON (small: names, error details)
@@ -31,6 +31,9 @@ enum {
   SL_FRAME_RELEASE = 5,  /* engine -> worker: meta = {s}: drop session state */
   SL_FRAME__MAX = 5
 };
+
+/* CALL flag: poll the pipe for a while after replying (see sl_spin_allowed). */
+#define SL_FRAME_FLAG_SPIN 1
 
 #define SL_FRAME_PREFIX 16 /* len, kind, flags, reserved, id, meta_len */
 #define SL_FRAME_MIN_LEN 16 /* smallest legal value of the len field */

@@ -83,7 +83,7 @@ static int l_now(lua_State *L) {
 static int spin(lcore *c) {
   uint64_t deadline;
   unsigned before = c->callbacks;
-  if (c->e.spin_us <= 0 || c->e.inflight <= 0) return 0;
+  if (c->e.inflight <= 0 || !sl_spin_allowed(&c->e)) return 0;
   if (c->spin_off > 0) {
     c->spin_off--;
     return 0;
@@ -497,8 +497,8 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
     push_call_error(L, c, status, lc->pool);
     return;
   }
-  if (sl_codec_decode(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len, err,
-                      sizeof err)) {
+  if (sl_codec_decode_hint(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len,
+                           (int)c->nitems, err, sizeof err)) {
     lua_pushnil(L);
     lua_createtable(L, 0, 4);
     set_str(L, "kind", "protocol");
@@ -518,10 +518,12 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
     int k, n = (int)c->nitems;
     int res = lua_gettop(L);
     push_ref(L, lc->items_ref);
+    lua_pushliteral(L, "payload"); /* interned once, not once per item */
     for (k = 1; k <= n; k++) {
       lua_rawgeti(L, res + 1, lc->first + k - 1);
+      lua_pushvalue(L, res + 2);
       lua_rawgeti(L, res, k);
-      lua_setfield(L, -2, "payload");
+      lua_rawset(L, -3);
       lua_pop(L, 1);
     }
     lua_settop(L, res - 1);

@@ -383,7 +383,7 @@ static void inflight_remove(sl_worker *w, sl_call *c) {
   else w->inflight = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = NULL;
-  w->busy--;
+  if (--w->busy == 0) w->pool->e->busy_workers--;
   w->pool->e->inflight--;
   c->w = NULL;
 }
@@ -465,8 +465,8 @@ static void write_cb(uv_write_t *req, int status) {
   }
 }
 
-static int send_frame(sl_worker *w, int kind, uint32_t id, sl_buf *meta, sl_buf *data,
-                      sl_buf *att) {
+static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *meta,
+                      sl_buf *data, sl_buf *att) {
   write_req *wr = calloc(1, sizeof *wr);
   uv_buf_t bufs[5];
   unsigned nbufs;
@@ -476,6 +476,7 @@ static int send_frame(sl_worker *w, int kind, uint32_t id, sl_buf *meta, sl_buf 
   if (data) { wr->data = *data; sl_buf_init(data); }
   if (att) { wr->att = *att; sl_buf_init(att); }
   sl_frame_prefix(wr->prefix, wr->dlen, kind, id, wr->meta.len, wr->data.len, wr->att.len);
+  wr->prefix[5] = (char)flags;
   /* Empty buffers are left out: libuv 1.44 treats a write that ends in one as
    * unfinished and goes back to the loop for it (two more syscalls per call). */
   nbufs = 0;
@@ -505,7 +506,7 @@ static void send_call(sl_worker *w, sl_call *c) {
   c->prev = NULL;
   if (w->inflight) w->inflight->prev = c;
   w->inflight = c;
-  w->busy++;
+  if (w->busy++ == 0) p->e->busy_workers++;
   p->e->inflight++;
   snprintf(c->worker, sizeof c->worker, "%s", w->name);
   c->worker_pid = w->pid;
@@ -520,7 +521,10 @@ static void send_call(sl_worker *w, sl_call *c) {
       sl_smap_put(&p->sessions, c->session, w->id);
   }
   emit(p, "call.start", w, NULL, c, 0, 0);
-  rc = send_frame(w, SL_FRAME_CALL, c->id, &c->meta, &c->data, &c->att);
+  /* Ask the worker to poll after its reply only while polling costs nobody a
+   * core: the busy workers and the engine fit on the machine's CPUs. */
+  rc = send_frame(w, SL_FRAME_CALL, sl_spin_allowed(p->e) ? SL_FRAME_FLAG_SPIN : 0, c->id,
+                  &c->meta, &c->data, &c->att);
   if (rc) {
     worker_kill(w, SL_ECRASHED, "could not write to the worker's pipe");
     return;
@@ -727,7 +731,7 @@ void sl_pool_release_session(sl_pool *p, const char *session) {
       return;
     }
     sl_buf_putc(&meta, '}');
-    send_frame(w, SL_FRAME_RELEASE, 0, &meta, NULL, NULL);
+    send_frame(w, SL_FRAME_RELEASE, 0, 0, &meta, NULL, NULL);
   }
 }
 

@@ -16,6 +16,8 @@ local slither = {
   await = task.await,
   telemetry = require("slither.telemetry"),
   pool = require("slither.pool"),
+  item = require("slither.item"),
+  dispatch = require("slither.dispatch"),
 }
 
 -- Milliseconds on a monotonic clock.

@@ -17,14 +17,17 @@ import traceback
 from . import codec
 
 HELLO, CALL, RESULT, ERROR, RELEASE = 1, 2, 3, 4, 5
+FLAG_SPIN = 1
 _HDR = struct.Struct("<IBBHII")
 _BODY = struct.Struct("<BBHII")
 _U32 = struct.Struct("<I")
 
 # _SPIN_NOTE: waking a process that sleeps on another CPU costs tens of
-# microseconds on virtual machines, more than a small call itself. After each reply
-# the worker polls its pipe for SLITHER_SPIN_US microseconds before it blocks, so a
-# caller that sends the next call at once finds it awake. Busy workers never spin.
+# microseconds on virtual machines, more than a small call itself. After a reply to
+# a call flagged FLAG_SPIN, the worker polls its pipe for SLITHER_SPIN_US
+# microseconds before it blocks, so a caller that sends the next call at once finds
+# it awake. The engine sets the flag only while the busy workers and the engine fit
+# on the CPUs, so polling never takes a core from real work.
 _local = threading.local()
 _sessions = {}
 _name = os.environ.get("SLITHER_WORKER_NAME", "worker")
@@ -89,6 +92,7 @@ class Worker:
         self.threads = threads
         self.funcs = {}
         self.meta_cache = {}
+        self.spin_next = 0
         self.pool = None
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +187,8 @@ class Worker:
     def dispatch(self, frame):
         """frame: a memoryview of one frame (after its length), valid until the next
         read; what outlives this call is copied out."""
-        kind, _flags, _res, rid, mlen = _BODY.unpack_from(frame, 0)
+        kind, flags, _res, rid, mlen = _BODY.unpack_from(frame, 0)
+        self.spin_next = flags & FLAG_SPIN
         off = 12
         meta = bytes(frame[off:off + mlen])
         off += mlen
@@ -232,7 +237,7 @@ class Worker:
                     view[:end - start] = view[start:end]
                 end -= start
                 start = 0
-            if spin and start == end and self.pool is None:
+            if spin and self.spin_next and start == end and self.pool is None:
                 # Poll briefly before sleeping: see _SPIN_NOTE.
                 deadline = clock() + spin
                 while not poll(0) and clock() < deadline:

@@ -1,0 +1,682 @@
+-- slither.dispatch: batched fan-out of items to an executor (Python workers or a
+-- Lua function) with a bounded number of batches in flight.
+--
+--   local results, report = slither.dispatch.run(items, {
+--     module = "my_model", ["function"] = "predict_batch", batch_size = 64 })
+--   for item in slither.dispatch.stream(source, opts) do ... end
+--
+-- Input is pulled only when a batch may be launched, so a stream over any number
+-- of items holds at most max_in_flight batches (plus what a strategy buffers).
+-- Results replace the items' payloads in place; ordering is by input position
+-- ("preserve") or by completion ("as_completed"). Error policies: "halt", "skip",
+-- "isolate" (split a failed batch until the failing items stand alone),
+-- { route = fn(items, err) } and { retry = {...}, fallback = policy }.
+local core = require("slither.core")
+local task = require("slither.task")
+local item_mod = require("slither.item")
+local telemetry = require("slither.telemetry")
+local pool_mod = require("slither.pool")
+
+local M = {}
+
+local coerce = item_mod.coerce
+
+-- Live counters over every dispatch of this engine.
+local counters = { batches_in_flight = 0, items_waiting = 0, runs = 0 }
+
+-- Kinds a retry policy may name: the engine's, plus "executor" (a Lua executor
+-- raised) and "codec" (payloads that cannot be encoded).
+local ERROR_KINDS = core.error_kinds()
+ERROR_KINDS.executor = "a Lua executor raised an error"
+
+local function is_int(v) return v % 1 == 0 end
+
+local OPTIONS = {
+  executor = { { "string", "function" } },
+  pool = { { "string", "table" } },
+  module = { { "string" } },
+  ["function"] = { { "string" } },
+  batch_size = { { "number" }, function(v) return v >= 1 and is_int(v) end, "an integer >= 1" },
+  max_in_flight = { { "number" }, function(v) return v >= 1 and is_int(v) end,
+                    "an integer >= 1" },
+  timeout_ms = { { "number" }, function(v) return v >= 0 end, "a number >= 0" },
+  session = { { "string" } },
+  strategy = { { "string", "function" } },
+  max_weight = { { "number" }, function(v) return v > 0 end, "a number > 0" },
+  weight_fn = { { "function" } },
+  key_fn = { { "function" } },
+  ordering = { { "string" }, function(v) return v == "preserve" or v == "as_completed" end,
+               '"preserve" or "as_completed"' },
+  on_error = { { "string", "table" } },
+  metadata = { { "table" } },
+}
+
+local function fail(fname, fmt, ...)
+  error(fname .. ": " .. string.format(fmt, ...), 4)
+end
+
+local function check_policy(fname, p, depth)
+  if type(p) == "string" then
+    if p ~= "halt" and p ~= "skip" and p ~= "isolate" then
+      fail(fname, "option 'on_error' must be \"halt\", \"skip\", \"isolate\", { route = fn } " ..
+        "or { retry = {...} }, got %q", p)
+    end
+    return
+  end
+  if type(p) ~= "table" then
+    fail(fname, "option 'on_error' must be a string or a table, got %s", type(p))
+  end
+  for k in pairs(p) do
+    if k ~= "route" and k ~= "retry" and k ~= "fallback" then
+      fail(fname, "on_error: unknown field '%s' (expected route, retry, fallback)", tostring(k))
+    end
+  end
+  if p.route ~= nil and type(p.route) ~= "function" then
+    fail(fname, "on_error.route must be a function, got %s", type(p.route))
+  end
+  if p.route and p.retry then fail(fname, "on_error takes route or retry, not both") end
+  if not p.route and not p.retry then fail(fname, "on_error table needs route or retry") end
+  if p.retry then
+    local r = p.retry
+    if type(r) ~= "table" then fail(fname, "on_error.retry must be a table, got %s", type(r)) end
+    for k, v in pairs(r) do
+      if k == "max_attempts" then
+        if type(v) ~= "number" or v < 1 or not is_int(v) then
+          fail(fname, "on_error.retry.max_attempts must be an integer >= 1")
+        end
+      elseif k == "backoff_ms" then
+        if type(v) ~= "number" or v < 0 then fail(fname, "on_error.retry.backoff_ms must be >= 0") end
+      elseif k == "jitter" then
+        if type(v) ~= "number" and type(v) ~= "boolean" then
+          fail(fname, "on_error.retry.jitter must be a fraction or a boolean")
+        end
+      elseif k == "on" then
+        if type(v) ~= "table" then fail(fname, "on_error.retry.on must be a list of kinds") end
+        for _, kind in ipairs(v) do
+          if not ERROR_KINDS[kind] then
+            fail(fname, "on_error.retry.on: unknown error kind '%s'", tostring(kind))
+          end
+        end
+      else
+        fail(fname, "on_error.retry: unknown field '%s'", tostring(k))
+      end
+    end
+    if p.fallback ~= nil then
+      if depth > 2 then fail(fname, "on_error.fallback nests too deeply") end
+      if type(p.fallback) == "table" and p.fallback.retry then
+        fail(fname, "on_error.fallback cannot retry again")
+      end
+      check_policy(fname, p.fallback, depth + 1)
+    end
+  elseif p.fallback ~= nil then
+    fail(fname, "on_error.fallback goes with retry")
+  end
+end
+
+local function check_options(fname, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then error(fname .. ": expected an options table, got " .. type(opts), 3) end
+  for k, v in pairs(opts) do
+    local s = OPTIONS[k]
+    if not s then
+      local names = {}
+      for n in pairs(OPTIONS) do names[#names + 1] = n end
+      table.sort(names)
+      fail(fname, "unknown option '%s' (expected one of: %s)", tostring(k),
+        table.concat(names, ", "))
+    end
+    local okt = false
+    for _, t in ipairs(s[1]) do if type(v) == t then okt = true end end
+    if not okt then
+      fail(fname, "option '%s' must be a %s, got %s", k, table.concat(s[1], " or "), type(v))
+    end
+    if s[2] and not s[2](v) then
+      fail(fname, "option '%s' must be %s, got %s", k, s[3], tostring(v))
+    end
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.executor = o.executor or "python"
+  if type(o.executor) == "string" and o.executor ~= "python" then
+    fail(fname, "option 'executor' must be \"python\" or a function, got %q", o.executor)
+  end
+  if o.executor == "python" then
+    if not o.module then fail(fname, "the python executor needs option 'module'") end
+    if not o["function"] then fail(fname, "the python executor needs option 'function'") end
+    local p = o.pool
+    if type(p) == "string" or p == nil then
+      local name = p or "default"
+      p = pool_mod.get(name)
+      if not p then
+        fail(fname, "no running pool named '%s' (start it with slither.pool.start)", name)
+      end
+    elseif type(p) ~= "table" or not p.handle then
+      fail(fname, "option 'pool' must be a pool or a pool name")
+    end
+    o.pool = p
+  else
+    if o.module or o["function"] or o.pool then
+      fail(fname, "options 'pool', 'module' and 'function' go with the python executor")
+    end
+  end
+  o.strategy = o.strategy or "fixed"
+  if type(o.strategy) == "string" then
+    if o.strategy == "weighted" then
+      if not o.weight_fn then fail(fname, "strategy \"weighted\" needs option 'weight_fn'") end
+      if not o.max_weight then fail(fname, "strategy \"weighted\" needs option 'max_weight'") end
+    elseif o.strategy == "key" then
+      if not o.key_fn then fail(fname, "strategy \"key\" needs option 'key_fn'") end
+    elseif o.strategy ~= "fixed" then
+      fail(fname, "option 'strategy' must be \"fixed\", \"weighted\", \"key\" or a function, " ..
+        "got %q", o.strategy)
+    end
+  end
+  if o.weight_fn and o.strategy ~= "weighted" then
+    fail(fname, "option 'weight_fn' goes with strategy \"weighted\"")
+  end
+  if o.key_fn and o.strategy ~= "key" then
+    fail(fname, "option 'key_fn' goes with strategy \"key\"")
+  end
+  o.ordering = o.ordering or "preserve"
+  o.on_error = o.on_error or "halt"
+  check_policy(fname, o.on_error, 1)
+  o.explicit_batch_size = o.batch_size ~= nil
+  o.batch_size = o.batch_size or 64
+  if not o.max_in_flight then
+    if o.executor == "python" then
+      o.max_in_flight = math.max(2, 2 * o.pool:stats().capacity)
+    else
+      o.max_in_flight = 4
+    end
+  end
+  return o
+end
+M._check_options = check_options
+
+-- ---- sources and strategies ---------------------------------------------------
+
+-- A source is a list, an iterator function or a stream; it becomes a function
+-- that returns the next item or nil.
+local function make_source(fname, src)
+  if type(src) == "function" then
+    return function()
+      local v = src()
+      if v == nil then return nil end
+      return coerce(v)
+    end
+  end
+  if type(src) == "table" then
+    local mt = getmetatable(src)
+    if mt and mt.__call then
+      return function()
+        local v = src()
+        if v == nil then return nil end
+        return coerce(v)
+      end
+    end
+    local i, n = 0, #src
+    return function()
+      if i >= n then return nil end
+      i = i + 1
+      return coerce(src[i])
+    end
+  end
+  error(fname .. ": source must be a list, an iterator function or a stream, got " ..
+    type(src), 3)
+end
+
+local function fixed_batches(next_item, o)
+  local size = o.batch_size
+  return function()
+    local b, n = {}, 0
+    while n < size do
+      local it = next_item()
+      if it == nil then break end
+      n = n + 1
+      b[n] = it
+    end
+    if n == 0 then return nil end
+    return b
+  end
+end
+
+-- Fill batches up to max_weight; an item heavier than max_weight goes alone.
+local function weighted_batches(next_item, o)
+  local held
+  local maxw, wfn = o.max_weight, o.weight_fn
+  local size = o.explicit_batch_size and o.batch_size or math.huge
+  return function()
+    local b, n, w = {}, 0, 0
+    while n < size do
+      local it = held or next_item()
+      held = nil
+      if it == nil then break end
+      local iw = wfn(it)
+      if type(iw) ~= "number" or iw < 0 then
+        error("dispatch: weight_fn must return a number >= 0, got " .. tostring(iw), 0)
+      end
+      if n > 0 and w + iw > maxw then
+        held = it
+        break
+      end
+      n = n + 1
+      b[n] = it
+      w = w + iw
+      if w >= maxw then break end
+    end
+    if n == 0 then return nil end
+    return b
+  end
+end
+
+-- One group per key: a key's batch fills to batch_size, and every batch of a key
+-- carries the key's session, so its items stay with one worker. Buffered items
+-- are bounded: past the bound, the fullest key's batch goes out early.
+local function key_batches(next_item, o, run_session)
+  local buffers, order, buffered, done = {}, {}, 0, false
+  local size, kfn = o.batch_size, o.key_fn
+  local bound = size * math.max(4, o.max_in_flight * 2)
+  local function take(key)
+    local b = buffers[key]
+    buffers[key] = nil
+    for i, k in ipairs(order) do
+      if k == key then table.remove(order, i) break end
+    end
+    buffered = buffered - #b
+    b.session = run_session .. ":key:" .. tostring(key)
+    b.key = key
+    return b
+  end
+  return function()
+    while not done do
+      local it = next_item()
+      if it == nil then done = true break end
+      local key = kfn(it)
+      if key == nil then error("dispatch: key_fn returned nil for item " .. it.id, 0) end
+      local b = buffers[key]
+      if not b then
+        b = {}
+        buffers[key] = b
+        order[#order + 1] = key
+      end
+      b[#b + 1] = it
+      buffered = buffered + 1
+      if #b >= size then return take(key) end
+      if buffered > bound then
+        local best
+        for _, k in ipairs(order) do
+          if not best or #buffers[k] > #buffers[best] then best = k end
+        end
+        return take(best)
+      end
+    end
+    if order[1] ~= nil then return take(order[1]) end
+    return nil
+  end
+end
+
+-- ---- the run ------------------------------------------------------------------
+
+local Run = {}
+Run.__index = Run
+
+local run_seq = 0
+
+local function new_run(fname, source, opts)
+  local o = check_options(fname, opts)
+  run_seq = run_seq + 1
+  local self = setmetatable({
+    o = o,
+    session = o.session or string.format("dispatch-%d-%x", run_seq, math.random(0, 2 ^ 30)),
+    inflight = 0, launched = 0, exhausted = false, halted = false, closed = false,
+    progress = 0, waker = nil,
+    pending = {}, next_emit = 1, -- preserve ordering: finished batches by index
+    report = { batches = 0, items_ok = 0, items_failed = 0, retries = 0, failed = {},
+               routed = 0 },
+    waiting_items = 0,
+  }, Run)
+  local next_item = make_source(fname, source)
+  if type(o.strategy) == "function" then
+    local it = o.strategy(next_item, o)
+    if type(it) ~= "function" then
+      error(fname .. ": a strategy function must return a batch iterator, got " .. type(it), 3)
+    end
+    self.next_batch = function()
+      local b = it()
+      if b ~= nil and type(b) ~= "table" then
+        error("dispatch: the strategy returned a " .. type(b) .. " instead of a batch", 0)
+      end
+      if b then for i = 1, #b do b[i] = coerce(b[i]) end end
+      return b
+    end
+  elseif o.strategy == "weighted" then
+    self.next_batch = weighted_batches(next_item, o)
+  elseif o.strategy == "key" then
+    self.next_batch = key_batches(next_item, o, self.session)
+  else
+    self.next_batch = fixed_batches(next_item, o)
+  end
+  self.strategy_name = type(o.strategy) == "string" and o.strategy or "custom"
+  counters.runs = counters.runs + 1
+  return self
+end
+
+function Run:wake()
+  self.progress = self.progress + 1
+  local w = self.waker
+  if w then
+    self.waker = nil
+    w()
+  end
+end
+
+-- Block (yielding the task, or running the loop) until something finished.
+function Run:wait()
+  local seen = self.progress
+  task.await(function(cb)
+    if self.progress ~= seen then cb() else self.waker = cb end
+  end)
+end
+
+local function emit_event(name, b, info, err, dur)
+  telemetry.execute(name, {
+    duration_ms = dur, queue_wait_ms = info and info.queued_ms, items = #b.items,
+    bytes_out = info and info.bytes_out, bytes_in = info and info.bytes_in,
+    attempt = b.attempt,
+  }, {
+    batch_index = b.index, worker = info and info.worker, session = b.session,
+    strategy = b.run.strategy_name, kind = err and err.kind, error = err,
+  })
+end
+
+local finish_batch, launch
+
+-- Retry policy state for a failed batch: returns the delay before the next
+-- attempt, or nil when no retry applies.
+local function retry_delay(policy, b, err)
+  if type(policy) ~= "table" or not policy.retry then return nil end
+  local r = policy.retry
+  if b.attempt >= (r.max_attempts or 3) then return nil end
+  if r.on then
+    local ok = false
+    for _, k in ipairs(r.on) do if k == err.kind then ok = true end end
+    if not ok then return nil end
+  end
+  local base = (r.backoff_ms or 100) * (2 ^ (b.attempt - 1))
+  local j = r.jitter
+  if j == true then j = 0.25 elseif j == false or j == nil then j = 0 end
+  return base * (1 + j * (2 * math.random() - 1))
+end
+
+local function mark_failed(run, items, err)
+  for _, it in ipairs(items) do
+    it.failed = true
+    run.report.items_failed = run.report.items_failed + 1
+    run.report.failed[#run.report.failed + 1] = { item = it, error = err }
+  end
+end
+
+-- The policy that applies after retries: the fallback of a retry policy, or the
+-- policy itself.
+local function final_policy(p)
+  if type(p) == "table" and p.retry then return p.fallback or "halt" end
+  return p
+end
+
+local function on_result(b, ok, err, info)
+  local run = b.run
+  local now = core.now()
+  if ok then
+    emit_event("slither.dispatch.batch.stop", b, info, nil, now - b.t0)
+    finish_batch(b)
+    return
+  end
+  emit_event("slither.dispatch.batch.exception", b, info, err, now - b.t0)
+  local policy = run.o.on_error
+  local delay = not run.closed and not run.halted and retry_delay(policy, b, err)
+  if delay then
+    run.report.retries = run.report.retries + 1
+    b.attempt = b.attempt + 1
+    b.avoid = info and info.worker -- another worker where one exists
+    core.timer(delay, function() launch(b) end)
+    return
+  end
+  local final = final_policy(policy)
+  if final == "skip" then
+    mark_failed(run, b.items, err)
+    finish_batch(b)
+  elseif final == "isolate" and #b.items > 1 and not run.halted then
+    -- Split the batch and run both halves: only the items that fail alone fail.
+    local half = math.floor(#b.items / 2)
+    local left, right = {}, {}
+    for i = 1, #b.items do
+      if i <= half then left[#left + 1] = b.items[i] else right[#right + 1] = b.items[i] end
+    end
+    b.children = 2
+    for _, part in ipairs({ left, right }) do
+      launch({ run = run, items = part, index = b.index, parent = b, attempt = 1,
+               session = b.session })
+    end
+  elseif final == "isolate" then
+    mark_failed(run, b.items, err)
+    finish_batch(b)
+  elseif type(final) == "table" and final.route then
+    local rok, res = pcall(final.route, b.items, err)
+    if rok and type(res) == "table" and #res == #b.items then
+      for i, it in ipairs(b.items) do it.payload = res[i] end
+      run.report.routed = run.report.routed + #b.items
+      finish_batch(b)
+    else
+      local e = rok and { kind = "result_mismatch",
+        message = "on_error.route returned " .. (type(res) == "table" and (#res .. " results")
+          or type(res)) .. " for a batch of " .. #b.items }
+        or { kind = "route_error", message = tostring(res) }
+      run.halted = true
+      run.err = run.err or e
+      mark_failed(run, b.items, e)
+      finish_batch(b)
+    end
+  else -- halt
+    run.halted = true
+    run.err = run.err or err
+    mark_failed(run, b.items, err)
+    finish_batch(b)
+  end
+end
+
+function launch(b)
+  local run, o = b.run, b.run.o
+  b.t0 = core.now()
+  telemetry.execute("slither.dispatch.batch.start", { items = #b.items, attempt = b.attempt },
+    { batch_index = b.index, session = b.session, strategy = run.strategy_name })
+  if o.executor == "python" then
+    local handle = o.pool.handle
+    local ok, e = pcall(handle.call_items, handle, o.module, o["function"], b.items, 1, #b.items,
+      b.session, o.timeout_ms, b.avoid, function(ok, err, info) on_result(b, ok, err, info) end)
+    if not ok then
+      -- the payloads cannot be encoded: misuse, but the run must not lose items
+      on_result(b, nil, { kind = "codec", message = tostring(e) }, nil)
+    end
+  else
+    task.spawn(function()
+      local payloads = {}
+      for i, it in ipairs(b.items) do payloads[i] = it.payload end
+      local ctx = { batch_index = b.index, attempt = b.attempt, session = b.session,
+                    metadata = o.metadata }
+      local ok, res = pcall(o.executor, payloads, ctx)
+      if not ok then
+        on_result(b, nil, { kind = "executor", message = tostring(res) }, nil)
+      elseif type(res) ~= "table" or #res ~= #b.items then
+        on_result(b, nil, { kind = "result_mismatch", message = "executor returned " ..
+          (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
+          #b.items .. " payloads" }, nil)
+      else
+        for i, it in ipairs(b.items) do it.payload = res[i] end
+        on_result(b, true, nil, nil)
+      end
+    end)
+  end
+end
+
+-- A batch (or a split part) is done: hand its items on in the run's order.
+function finish_batch(b)
+  local parent = b.parent
+  if parent then
+    parent.children = parent.children - 1
+    if parent.children > 0 then return end
+    return finish_batch(parent)
+  end
+  local run = b.run
+  run.inflight = run.inflight - 1
+  counters.batches_in_flight = counters.batches_in_flight - 1
+  if run.o.ordering == "as_completed" then
+    run:deliver(b)
+  else
+    run.pending[b.index] = b
+    while run.pending[run.next_emit] do
+      local nb = run.pending[run.next_emit]
+      run.pending[run.next_emit] = nil
+      run.next_emit = run.next_emit + 1
+      run:deliver(nb)
+    end
+  end
+  run:wake()
+end
+
+function Run:deliver(b)
+  local out = self.out
+  for _, it in ipairs(b.items) do
+    if not it.failed then
+      self.report.items_ok = self.report.items_ok + 1
+      out(it)
+    else
+      it.failed = nil
+    end
+  end
+end
+
+-- Launch batches while the bound allows and input remains.
+function Run:fill()
+  while not self.halted and not self.closed and not self.exhausted and
+      self.inflight < self.o.max_in_flight do
+    local b = self.next_batch()
+    if b == nil then
+      self.exhausted = true
+      break
+    end
+    self.launched = self.launched + 1
+    self.report.batches = self.report.batches + 1
+    self.inflight = self.inflight + 1
+    counters.batches_in_flight = counters.batches_in_flight + 1
+    launch({ run = self, items = b, index = self.launched, attempt = 1,
+             session = b.session or self.o.session })
+  end
+end
+
+function Run:finished()
+  return self.inflight == 0 and (self.exhausted or self.halted or self.closed)
+end
+
+function Run:stats()
+  return { in_flight = self.inflight, launched = self.launched,
+           items_ok = self.report.items_ok, items_failed = self.report.items_failed,
+           retries = self.report.retries }
+end
+
+-- ---- the API ------------------------------------------------------------------
+
+-- dispatch.run(items, opts) -> results, report | nil, err, partial
+function M.run(items, opts)
+  local run = new_run("slither.dispatch.run", items, opts)
+  local results, n = {}, 0
+  run.out = function(it) n = n + 1; results[n] = it end
+  local t0 = core.now()
+  run:fill()
+  while not run:finished() do
+    run:wait()
+    run:fill()
+  end
+  run.report.duration_ms = core.now() - t0
+  if run.halted then
+    -- finished batches still waiting for an earlier one are part of the partial result
+    local idx = {}
+    for i in pairs(run.pending) do idx[#idx + 1] = i end
+    table.sort(idx)
+    for _, i in ipairs(idx) do run:deliver(run.pending[i]) end
+    run.pending = {}
+    local err = run.err
+    err.report = run.report
+    return nil, err, results
+  end
+  return results, run.report
+end
+
+-- dispatch.call_batch(batch, opts): one pre-built batch through the same executor,
+-- telemetry and error policy.
+function M.call_batch(batch, opts)
+  if type(batch) ~= "table" then
+    error("slither.dispatch.call_batch: batch must be a list, got " .. type(batch), 2)
+  end
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.batch_size = math.max(1, #batch)
+  o.strategy = "fixed"
+  return M.run(batch, o)
+end
+
+local Stream = {}
+Stream.__index = Stream
+
+-- dispatch.stream(source, opts) -> stream; call it (or use it in a for loop) for
+-- the next result item; nil at the end. A halt raises an error table with kind,
+-- message and report.
+function M.stream(source, opts)
+  local run = new_run("slither.dispatch.stream", source, opts)
+  local q, head, tail = {}, 1, 0
+  run.out = function(it) tail = tail + 1; q[tail] = it end
+  local s = setmetatable({ run = run }, Stream)
+  s.next = function()
+    while true do
+      if head <= tail then
+        local it = q[head]
+        q[head] = nil
+        head = head + 1
+        return it
+      end
+      if run.halted and run.inflight == 0 then
+        local err = run.err
+        err.report = run.report
+        error(setmetatable(err, { __tostring = function(e)
+          return "dispatch halted: " .. tostring(e.kind) .. ": " .. tostring(e.message)
+        end }), 0)
+      end
+      if run:finished() then return nil end
+      run:fill()
+      if head > tail and not run:finished() then run:wait() end
+    end
+  end
+  return s
+end
+
+function Stream:__call()
+  return self.next()
+end
+
+-- Stop pulling input; batches in flight finish, their results are dropped.
+function Stream:close()
+  self.run.closed = true
+end
+
+function Stream:report()
+  return self.run.report
+end
+
+function Stream:stats()
+  return self.run:stats()
+end
+
+function M.counters()
+  return { batches_in_flight = counters.batches_in_flight, runs = counters.runs }
+end
+
+return M

@@ -1,0 +1,50 @@
+-- slither.item: the unit that flows through dispatch and pipes.
+--
+--   { id = 17, payload = ..., meta = {}, route = nil }
+--
+-- Only the payload travels to Python; a result replaces the payload of the item at
+-- the same position and meta stays. Ids are unique and increasing in one engine.
+local M = {}
+
+local Item = { __name = "slither.item" }
+Item.__index = Item
+M.Item = Item
+
+local next_id = 0
+
+function M.wrap(payload, meta)
+  if meta ~= nil and type(meta) ~= "table" then
+    error("slither.item.wrap: meta must be a table, got " .. type(meta), 2)
+  end
+  next_id = next_id + 1
+  return setmetatable({ id = next_id, payload = payload, meta = meta or {} }, Item)
+end
+
+function M.wrap_many(list)
+  if type(list) ~= "table" then
+    error("slither.item.wrap_many: expected a list, got " .. type(list), 2)
+  end
+  local out = {}
+  for i = 1, #list do
+    next_id = next_id + 1
+    out[i] = setmetatable({ id = next_id, payload = list[i], meta = {} }, Item)
+  end
+  return out
+end
+
+function M.is_item(x)
+  return getmetatable(x) == Item
+end
+
+-- An item as it is, or a new item around a bare payload.
+function M.coerce(x)
+  if getmetatable(x) == Item then return x end
+  next_id = next_id + 1
+  return setmetatable({ id = next_id, payload = x, meta = {} }, Item)
+end
+
+function Item:__tostring()
+  return "slither.item(" .. self.id .. ")"
+end
+
+return M
