@@ -23,6 +23,11 @@
 
 #define SL_CODEC_MAX_DEPTH 200
 
+/* Formats: JSON (always available) or a plain-value subset of Python's pickle,
+ * which the worker offers in its hello and which is several times cheaper for
+ * Python to read and write. Pickle needs no attachments: bytes go inline. */
+enum { SL_CODEC_JSON = 0, SL_CODEC_PICKLE = 1 };
+
 /* Registry keys of the marker metatables (created by sl_codec_open). */
 extern const char sl_codec_array_key;
 extern const char sl_codec_bytes_key;
@@ -40,7 +45,7 @@ int sl_codec_encode(lua_State *L, int idx, int as_list, sl_buf *json, sl_buf *at
 /* Encode a list made of items[k][field] for k in first..last (the table at idx),
  * without building that list in Lua. Errors name the item ("[7].payload..."). */
 int sl_codec_encode_field(lua_State *L, int idx, int first, int last, const char *field,
-                          sl_buf *json, sl_buf *att, char *err, size_t errlen);
+                          int fmt, sl_buf *json, sl_buf *att, char *err, size_t errlen);
 
 /* Decode JSON (with its attachment section) and push the value. Returns 0, or
  * SL_ECODEC with a message in err and nothing pushed. */
@@ -50,6 +55,15 @@ int sl_codec_decode(lua_State *L, const char *json, size_t len, const char *att,
 /* Append a JSON string for n bytes of UTF-8. Returns 0; 1 when the bytes are not
  * valid UTF-8 (nothing is appended); SL_ENOMEM. Usable without a Lua state. */
 int sl_json_string(sl_buf *b, const unsigned char *s, size_t n);
+
+/* Encode in a chosen format (SL_CODEC_JSON or SL_CODEC_PICKLE). */
+int sl_codec_encode_fmt(lua_State *L, int idx, int as_list, int fmt, sl_buf *json,
+                        sl_buf *att, char *err, size_t errlen);
+
+/* Decode a pickle of plain values and push it; hint pre-sizes a top-level list.
+ * Classes, reduces and sets are refused by name. */
+int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint, char *err,
+                           size_t errlen);
 
 /* The same, with the expected length of a top-level list (pre-sizes it). */
 int sl_codec_decode_hint(lua_State *L, const char *json, size_t len, const char *att,

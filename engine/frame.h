@@ -34,6 +34,8 @@ enum {
 
 /* CALL flag: poll the pipe for a while after replying (see sl_spin_allowed). */
 #define SL_FRAME_FLAG_SPIN 1
+/* CALL and RESULT flag: the data is a pickle (codec.h), not JSON. */
+#define SL_FRAME_FLAG_PICKLE 2
 
 #define SL_FRAME_PREFIX 16 /* len, kind, flags, reserved, id, meta_len */
 #define SL_FRAME_MIN_LEN 16 /* smallest legal value of the len field */

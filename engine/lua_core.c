@@ -402,6 +402,11 @@ static int l_pool_start(lua_State *L) {
   lua_getfield(L, 1, "max_frame_mb");
   if (!lua_isnil(L, -1)) o.max_frame_bytes = (size_t)(lua_tonumber(L, -1) * 1024 * 1024);
   lua_pop(L, 1);
+  lua_getfield(L, 1, "codec");
+  if (lua_isstring(L, -1))
+    o.codec = !strcmp(lua_tostring(L, -1), "json") ? SL_CODEC_JSON
+              : !strcmp(lua_tostring(L, -1), "pickle") ? SL_CODEC_PICKLE : -1;
+  lua_pop(L, 1);
   lua_getfield(L, 1, "affinity");
   if (lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "strict"))
     o.affinity = SL_AFFINITY_STRICT;
@@ -497,8 +502,11 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
     push_call_error(L, c, status, lc->pool);
     return;
   }
-  if (sl_codec_decode_hint(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len,
-                           (int)c->nitems, err, sizeof err)) {
+  if ((c->res_flags & SL_FRAME_FLAG_PICKLE)
+          ? sl_codec_decode_pickle(L, c->res_data, c->res_data_len, (int)c->nitems, err,
+                                   sizeof err)
+          : sl_codec_decode_hint(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len,
+                                 (int)c->nitems, err, sizeof err)) {
     lua_pushnil(L);
     lua_createtable(L, 0, 4);
     set_str(L, "kind", "protocol");
@@ -565,16 +573,17 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   char err[512];
   lcall *lc;
   size_t n;
-  int rc;
+  int rc, fmt;
   luaL_checktype(L, arg0 + 3, LUA_TFUNCTION);
   sl_buf_init(&data);
   sl_buf_init(&att);
+  fmt = sl_pool_codec(lp->p);
   if (first) {
-    rc = sl_codec_encode_field(L, items_idx, first, last, "payload", &data, &att, err,
+    rc = sl_codec_encode_field(L, items_idx, first, last, "payload", fmt, &data, &att, err,
                                sizeof err);
     n = last >= first ? (size_t)(last - first + 1) : 0;
   } else {
-    rc = sl_codec_encode(L, items_idx, 1, &data, &att, err, sizeof err);
+    rc = sl_codec_encode_fmt(L, items_idx, 1, fmt, &data, &att, err, sizeof err);
     n = lua_objlen(L, items_idx);
   }
   if (rc) {
@@ -594,7 +603,9 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   }
   lua_pushvalue(L, arg0 + 3);
   lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sl_pool_call(lp->p, mod, fn, session, &data, &att, n, timeout, avoid, call_cb, lc);
+  sl_pool_call(lp->p, mod, fn, session, &data, &att,
+               fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0, n, timeout, avoid, call_cb,
+               lc);
   sl_buf_free(&data);
   sl_buf_free(&att);
   return 0;
@@ -634,6 +645,7 @@ static int l_pool_stats(lua_State *L) {
   set_num(L, "restarts", (double)s.restarts);
   set_num(L, "recycles", (double)s.recycles);
   set_num(L, "timeouts", (double)s.timeouts);
+  set_str(L, "codec", sl_pool_codec(lp->p) == SL_CODEC_PICKLE ? "pickle" : "json");
   lua_pushboolean(L, s.failed);
   lua_setfield(L, -2, "failed");
   lua_pushboolean(L, s.stopped);

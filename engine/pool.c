@@ -96,6 +96,7 @@ struct sl_pool {
   int open_handles;
   int stop_phase;
   int timers_closed;
+  int codec; /* decided by the first hello */
 };
 
 static void worker_spawn(sl_pool *p);
@@ -118,6 +119,7 @@ void sl_pool_opts_default(sl_pool_opts *o) {
   o->affinity = SL_AFFINITY_HINT;
   o->max_frame_bytes = (size_t)1 << 30;
   o->max_start_failures = 3;
+  o->codec = -1;
 }
 
 static void emit(sl_pool *p, const char *name, sl_worker *w, const char *reason,
@@ -199,7 +201,8 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   int i;
   if (o->size < 1 || o->threads < 1 || o->startup_timeout_ms < 1 || o->call_timeout_ms < 0 ||
       o->max_calls < 0 || o->max_rss_mb < 0 || o->ttl_s < 0 || o->max_frame_bytes < 1024 ||
-      o->max_calls_jitter < 0 || o->max_calls_jitter >= 1 || o->max_start_failures < 1) {
+      o->max_calls_jitter < 0 || o->max_calls_jitter >= 1 || o->max_start_failures < 1 ||
+      o->codec < -1 || o->codec > SL_CODEC_PICKLE) {
     *err = SL_EINVAL;
     snprintf(msg, msglen, "invalid pool options");
     return NULL;
@@ -224,6 +227,7 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   p->args[2] = "slither_worker";
   p->args[3] = NULL;
   p->state = P_STARTING;
+  p->codec = SL_CODEC_JSON;
   p->start_cb = cb;
   p->start_ud = ud;
   sl_smap_init(&p->sessions);
@@ -254,6 +258,7 @@ void sl_pool_detach(sl_pool *p) {
 }
 
 const char *sl_pool_name(const sl_pool *p) { return p->name; }
+int sl_pool_codec(const sl_pool *p) { return p->codec; }
 sl_pool *sl_pool_next(const sl_pool *p) { return p->next; }
 int sl_pool_is_stopped(const sl_pool *p) { return p->state == P_STOPPED && p->open_handles == 0; }
 
@@ -523,7 +528,8 @@ static void send_call(sl_worker *w, sl_call *c) {
   emit(p, "call.start", w, NULL, c, 0, 0);
   /* Ask the worker to poll after its reply only while polling costs nobody a
    * core: the busy workers and the engine fit on the machine's CPUs. */
-  rc = send_frame(w, SL_FRAME_CALL, sl_spin_allowed(p->e) ? SL_FRAME_FLAG_SPIN : 0, c->id,
+  rc = send_frame(w, SL_FRAME_CALL,
+                  (sl_spin_allowed(p->e) ? SL_FRAME_FLAG_SPIN : 0) | c->data_flags, c->id,
                   &c->meta, &c->data, &c->att);
   if (rc) {
     worker_kill(w, SL_ECRASHED, "could not write to the worker's pipe");
@@ -657,10 +663,12 @@ static int bind_strict(sl_pool *p, sl_call *c) {
 }
 
 sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
-                      const char *session, sl_buf *data, sl_buf *att, size_t nitems,
-                      int timeout_ms, const char *avoid, sl_call_cb cb, void *ud) {
+                      const char *session, sl_buf *data, sl_buf *att, int data_flags,
+                      size_t nitems, int timeout_ms, const char *avoid, sl_call_cb cb,
+                      void *ud) {
   sl_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  c->data_flags = data_flags;
   if (avoid) snprintf(c->avoid, sizeof c->avoid, "%s", avoid);
   c->pool = p;
   c->cb = cb;
@@ -799,6 +807,9 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       w->state = W_READY;
       w->hello_seen = 1;
       if (!strchr(p->python, '/')) interp_learn(p->e, p->python, f->meta, f->meta_len);
+      if (p->o.codec != SL_CODEC_JSON && p->codec == SL_CODEC_JSON && p->state == P_STARTING &&
+          memmem(f->meta, f->meta_len, "\"pickle\"", 8))
+        p->codec = SL_CODEC_PICKLE; /* every worker of a pool runs the same package */
       uv_timer_stop(&w->timer);
       p->start_failures = 0;
       if (p->ev_cb) {
@@ -835,6 +846,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       c->res_data_len = f->data_len;
       c->res_att = f->att;
       c->res_att_len = f->att_len;
+      c->res_flags = f->flags;
       finish_call(c, f->kind == SL_FRAME_RESULT ? 0 : error_status(f->meta, f->meta_len));
       if (w->state == W_CLOSING) return;
       if (w->max_calls > 0 && w->calls_done >= w->max_calls) maybe_recycle(w, "max_calls");

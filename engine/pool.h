@@ -34,6 +34,7 @@ typedef struct sl_pool_opts {
   int affinity;            /* SL_AFFINITY_* */
   size_t max_frame_bytes;
   int max_start_failures;  /* consecutive start-up failures before the pool fails */
+  int codec;               /* -1 auto (pickle when offered), or SL_CODEC_* */
 } sl_pool_opts;
 
 void sl_pool_opts_default(sl_pool_opts *o);
@@ -57,6 +58,7 @@ struct sl_call {
   size_t res_data_len;
   const char *res_att;
   size_t res_att_len;
+  int res_flags;       /* SL_FRAME_FLAG_PICKLE: res_data is a pickle */
   char message[512];   /* error message for non-Python errors */
   char worker[64];     /* name of the worker that ran (or was to run) it */
   int worker_pid;
@@ -75,6 +77,7 @@ struct sl_call {
   struct sl_call_timer *timer;
   double t_submit, t_sent;
   size_t bytes_out;
+  int data_flags;
   char avoid[64];
   int strict_worker; /* worker id a strict session waits for, or -1 */
 };
@@ -118,11 +121,17 @@ sl_pool *sl_pool_next(const sl_pool *p);
 
 /* Submit a call. The payload is meta (never includes m/f/s: the pool adds them),
  * JSON data and attachments, which the pool takes over (the buffers are emptied).
+ * data_flags: SL_FRAME_FLAG_PICKLE when data is a pickle.
  * The callback always runs, possibly before this returns (pool stopped or failed).
  * avoid: a worker name the call should not run on while another worker lives. */
 sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
-                      const char *session, sl_buf *data, sl_buf *att, size_t nitems,
-                      int timeout_ms, const char *avoid, sl_call_cb cb, void *ud);
+                      const char *session, sl_buf *data, sl_buf *att, int data_flags,
+                      size_t nitems, int timeout_ms, const char *avoid, sl_call_cb cb,
+                      void *ud);
+/* The data format calls to this pool use: SL_CODEC_PICKLE when its workers offer
+ * it (and the pool's codec option allows), else SL_CODEC_JSON. Known once the
+ * pool has started. */
+int sl_pool_codec(const sl_pool *p);
 /* Drop a session: its mapping in the pool and its state in every worker. */
 void sl_pool_release_session(sl_pool *p, const char *session);
 void sl_pool_stats_get(const sl_pool *p, sl_pool_stats *s);

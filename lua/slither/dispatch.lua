@@ -378,7 +378,10 @@ function Run:wait()
   end)
 end
 
+local listening = telemetry.listening
+
 local function emit_event(name, b, info, err, dur)
+  if not listening(name) then return end
   telemetry.execute(name, {
     duration_ms = dur, queue_wait_ms = info and info.queued_ms, items = #b.items,
     bytes_out = info and info.bytes_out, bytes_in = info and info.bytes_in,
@@ -487,8 +490,10 @@ end
 function launch(b)
   local run, o = b.run, b.run.o
   b.t0 = core.now()
-  telemetry.execute("slither.dispatch.batch.start", { items = #b.items, attempt = b.attempt },
-    { batch_index = b.index, session = b.session, strategy = run.strategy_name })
+  if listening("slither.dispatch.batch.start") then
+    telemetry.execute("slither.dispatch.batch.start", { items = #b.items, attempt = b.attempt },
+      { batch_index = b.index, session = b.session, strategy = run.strategy_name })
+  end
   if o.executor == "python" then
     local handle = o.pool.handle
     local ok, e = pcall(handle.call_items, handle, o.module, o["function"], b.items, 1, #b.items,

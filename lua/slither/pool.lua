@@ -32,6 +32,8 @@ local OPTIONS = {
   affinity = { "string", function(v) return v == "hint" or v == "strict" end, '"hint" or "strict"' },
   max_frame_mb = { "number", function(v) return v >= 1 and v <= 4095 end, "a number in [1, 4095]" },
   max_start_failures = { "number", function(v) return v >= 1 end, "a number >= 1" },
+  codec = { "string", function(v) return v == "auto" or v == "json" or v == "pickle" end,
+            '"auto", "json" or "pickle"' },
 }
 
 local function check_options(fname, opts, spec)

@@ -10,7 +10,23 @@ local next_id = 0
 
 local CALL_EVENTS = "slither.pool.call"
 
+-- name -> whether any handler listens; lets hot paths skip building events.
+local listening_cache = {}
+
+function M.listening(name)
+  local v = listening_cache[name]
+  if v == nil then
+    v = false
+    for _, h in ipairs(handlers) do
+      if name:sub(1, #h.prefix) == h.prefix then v = true end
+    end
+    listening_cache[name] = v
+  end
+  return v
+end
+
 local function update_call_events()
+  listening_cache = {}
   local on = false
   for _, h in ipairs(handlers) do
     local p = h.prefix

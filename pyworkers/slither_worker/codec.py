@@ -3,7 +3,9 @@
 Byte strings travel in the frame's attachment section and appear in the JSON as
 {"\\u0000b": index}. NaN and the infinities use Python's json tokens.
 """
+import io
 import json
+import pickle
 
 BYTES_KEY = "\x00b"
 
@@ -58,3 +60,53 @@ def encode(obj):
         return data, b""
     att = b"".join(len(b).to_bytes(4, "little") + b for b in blobs)
     return data, att
+
+
+# Pickle: the engine writes a plain-value subset of pickle (engine/codec.c) and
+# reads one back. Python's C pickler and unpickler are several times faster than
+# json for numbers and short strings. Only plain values go this way: anything that
+# would need a class to rebuild (numpy arrays, sets, custom objects) makes
+# dumps_pickle return None, and the JSON path handles it (numpy via tolist) or
+# names it in a clear error.
+
+loads_pickle = pickle.loads
+
+
+class _NotPlain(Exception):
+    pass
+
+
+class _PlainPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        raise _NotPlain(type(obj).__name__)
+
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+def dumps_pickle(obj):
+    # Lists of plain scalars (the common result) skip the checking pickler.
+    if type(obj) is list and all(type(x) in _PLAIN for x in obj):
+        return pickle.dumps(obj, protocol=5)
+    buf = io.BytesIO()
+    try:
+        _PlainPickler(buf, protocol=5).dump(obj)
+    except (_NotPlain, pickle.PicklingError, TypeError, RecursionError):
+        return None
+    v = buf.getvalue()
+    # sets pickle natively; the engine does not carry them
+    if b"\x8f" in v and _has_set(obj):
+        return None
+    return v
+
+
+def _has_set(obj, depth=0):
+    if isinstance(obj, (set, frozenset)):
+        return True
+    if depth > 100:
+        return False
+    if isinstance(obj, (list, tuple)):
+        return any(_has_set(x, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        return any(_has_set(x, depth + 1) for x in obj.values())
+    return False

@@ -18,6 +18,7 @@ from . import codec
 
 HELLO, CALL, RESULT, ERROR, RELEASE = 1, 2, 3, 4, 5
 FLAG_SPIN = 1
+FLAG_PICKLE = 2
 _HDR = struct.Struct("<IBBHII")
 _BODY = struct.Struct("<BBHII")
 _U32 = struct.Struct("<I")
@@ -73,9 +74,9 @@ class Channel:
         self.fd = fd
         self.lock = threading.Lock()
 
-    def send(self, kind, rid, meta=b"", data=b"", att=b""):
+    def send(self, kind, rid, meta=b"", data=b"", att=b"", flags=0):
         total = 16 + len(meta) + len(data) + len(att)
-        head = _HDR.pack(total, kind, 0, 0, rid, len(meta))
+        head = _HDR.pack(total, kind, flags, 0, rid, len(meta))
         parts = [head, meta, len(data).to_bytes(4, "little"), data, att]
         with self.lock:
             n = os.writev(self.fd, parts)
@@ -113,6 +114,7 @@ class Worker:
             "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
             "gil_enabled": bool(gil()) if gil else True,
             "threads": self.threads,
+            "codecs": ["pickle", "json"],
         }
         self.chan.send(HELLO, 0, json.dumps(info).encode())
 
@@ -135,7 +137,7 @@ class Worker:
                            "traceback": tb, "worker": _name, "pid": os.getpid()})
         self.chan.send(ERROR, rid, meta.encode())
 
-    def call(self, rid, meta, data, att):
+    def call(self, rid, meta, data, att, flags=0):
         m = self.meta_cache.get(meta)
         if m is None:
             m = json.loads(meta)
@@ -153,8 +155,9 @@ class Worker:
             else:
                 msg = f"importing module '{mod}' failed: {type(e).__name__}: {e}"
             return self.error(rid, "import", type(e).__name__, msg, traceback.format_exc())
+        pickled = flags & FLAG_PICKLE
         try:
-            args = codec.decode(data, att)
+            args = codec.loads_pickle(data) if pickled else codec.decode(data, att)
         except Exception as e:
             return self.error(rid, "python", type(e).__name__, f"could not decode payloads: {e}")
         _local.session = m.get("s")
@@ -172,6 +175,10 @@ class Worker:
         if len(res) != len(args):
             return self.error(rid, "result_mismatch", "ValueError",
                               f"{mod}.{fn} returned {len(res)} results for {len(args)} payloads")
+        if pickled:
+            out = codec.dumps_pickle(res)
+            if out is not None:
+                return self.chan.send(RESULT, rid, b"", out, b"", FLAG_PICKLE)
         try:
             out, oatt = codec.encode(res)
         except (TypeError, ValueError) as e:
@@ -198,9 +205,9 @@ class Worker:
         att = bytes(frame[off + dlen:]) if off + dlen < len(frame) else b""
         if kind == CALL:
             if self.pool is not None:
-                self.pool.submit(self.safe_call, rid, meta, data, att)
+                self.pool.submit(self.safe_call, rid, meta, data, att, flags)
             else:
-                self.safe_call(rid, meta, data, att)
+                self.safe_call(rid, meta, data, att, flags)
         elif kind == RELEASE:
             sid = json.loads(meta).get("s")
             _sessions.pop(sid, None)
