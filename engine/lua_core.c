@@ -569,12 +569,13 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   const char *session = luaL_optstring(L, arg0, NULL);
   int timeout = (int)luaL_optnumber(L, arg0 + 1, 0);
   const char *avoid = luaL_optstring(L, arg0 + 2, NULL);
+  int sticky = lua_toboolean(L, arg0 + 3);
   sl_buf data, att;
   char err[512];
   lcall *lc;
   size_t n;
   int rc, fmt;
-  luaL_checktype(L, arg0 + 3, LUA_TFUNCTION);
+  luaL_checktype(L, arg0 + 4, LUA_TFUNCTION);
   sl_buf_init(&data);
   sl_buf_init(&att);
   fmt = sl_pool_codec(lp->p);
@@ -601,17 +602,17 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
     lua_pushvalue(L, items_idx);
     lc->items_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  lua_pushvalue(L, arg0 + 3);
+  lua_pushvalue(L, arg0 + 4);
   lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_pool_call(lp->p, mod, fn, session, &data, &att,
-               fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0, n, timeout, avoid, call_cb,
-               lc);
+               (fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0) | (sticky ? SL_CALL_STICKY : 0),
+               n, timeout, avoid, call_cb, lc);
   sl_buf_free(&data);
   sl_buf_free(&att);
   return 0;
 }
 
-/* pool:call(module, fn, payloads, session, timeout_ms, avoid, cb):
+/* pool:call(module, fn, payloads, session, timeout_ms, avoid, sticky, cb):
  * cb(results, nil, info) or cb(nil, err, info). Encoding errors raise here. */
 static int l_pool_call(lua_State *L) {
   lpool *lp = check_pool(L, 1);
@@ -619,7 +620,7 @@ static int l_pool_call(lua_State *L) {
   return submit(L, lp, 4, 0, 0, 5);
 }
 
-/* pool:call_items(module, fn, items, first, last, session, timeout_ms, avoid, cb):
+/* pool:call_items(module, fn, items, first, last, session, timeout_ms, avoid, sticky, cb):
  * sends items[first..last].payload; on success the results replace those payloads
  * and cb(true, nil, info) runs; otherwise cb(nil, err, info) and items are intact. */
 static int l_pool_call_items(lua_State *L) {

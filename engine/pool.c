@@ -588,6 +588,8 @@ static sl_worker *least_loaded(sl_pool *p, const char *avoid) {
   return best;
 }
 
+static int bind_strict(sl_pool *p, sl_call *c);
+
 static void pump(sl_pool *p) {
   sl_call *c, *next;
   int any_free = 0;
@@ -600,6 +602,17 @@ static void pump(sl_pool *p) {
     next = c->next;
     if (c->strict_worker >= 0) {
       w = worker_by_id(p, c->strict_worker);
+      if ((!w || w->state == W_CLOSING || w->state == W_DRAINING) && c->sticky) {
+        /* a sticky session moves on when its worker is gone */
+        sl_smap_del(&p->sessions, c->session);
+        c->strict_worker = -1;
+        bind_strict(p, c);
+        w = c->strict_worker >= 0 ? worker_by_id(p, c->strict_worker) : NULL;
+        if (!w || w->state != W_READY || w->busy >= p->o.threads) continue;
+        q_remove(p, c);
+        send_call(w, c);
+        continue;
+      }
       if (!w || w->state == W_CLOSING || w->state == W_DRAINING) {
         q_remove(p, c);
         fail_call(c, SL_ESESSIONLOST,
@@ -634,9 +647,12 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   int best_load = 0;
   if (sl_smap_get(&p->sessions, c->session, &id)) {
     w = worker_by_id(p, id);
-    if (!w || w->state == W_CLOSING || w->state == W_DRAINING) return SL_ESESSIONLOST;
-    c->strict_worker = (int)id;
-    return 0;
+    if (w && w->state != W_CLOSING && w->state != W_DRAINING) {
+      c->strict_worker = (int)id;
+      return 0;
+    }
+    if (!c->sticky) return SL_ESESSIONLOST;
+    sl_smap_del(&p->sessions, c->session);
   }
   int n = 0, i = 0, start, best_rank = 0;
   for (w = p->workers; w; w = w->next) n++;
@@ -668,7 +684,8 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
                       void *ud) {
   sl_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->data_flags = data_flags;
+  c->sticky = (data_flags & SL_CALL_STICKY) != 0;
+  c->data_flags = data_flags & 0xff;
   if (avoid) snprintf(c->avoid, sizeof c->avoid, "%s", avoid);
   c->pool = p;
   c->cb = cb;
@@ -716,7 +733,7 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
     fail_call(c, SL_ESTOPPED, "pool '%s' is stopped", p->name);
     return NULL;
   }
-  if (session && p->o.affinity == SL_AFFINITY_STRICT && bind_strict(p, c)) {
+  if (session && (p->o.affinity == SL_AFFINITY_STRICT || c->sticky) && bind_strict(p, c)) {
     fail_call(c, SL_ESESSIONLOST,
               "session '%s' was held by a worker that is gone; its state is lost", session);
     return NULL;
@@ -1181,10 +1198,13 @@ static void worker_gone(sl_worker *w) {
                w->reason);
     finish_call(c, status == SL_ESTOPPED ? SL_ESTOPPED : SL_ECRASHED);
   }
-  /* Strict sessions waiting for this worker are lost. */
+  /* Strict sessions waiting for this worker are lost; sticky ones move on. */
   for (c = p->qhead; c; c = next) {
     next = c->next;
-    if (c->strict_worker == w->id) {
+    if (c->strict_worker == w->id && c->sticky) {
+      c->strict_worker = -1;
+      sl_smap_del(&p->sessions, c->session);
+    } else if (c->strict_worker == w->id) {
       q_remove(p, c);
       fail_call(c, SL_ESESSIONLOST,
                 "session '%s' was held by a worker that died; its state is lost", c->session);

@@ -40,6 +40,8 @@ typedef struct sl_pool_opts {
 void sl_pool_opts_default(sl_pool_opts *o);
 
 typedef struct sl_call sl_call;
+
+#define SL_CALL_STICKY 0x100
 typedef struct sl_worker sl_worker;
 
 /* Called once per call, on the loop thread. status is 0 or an SL_E* code. The
@@ -80,6 +82,7 @@ struct sl_call {
   int data_flags;
   char avoid[64];
   int strict_worker; /* worker id a strict session waits for, or -1 */
+  int sticky;        /* SL_CALL_STICKY */
 };
 
 typedef struct sl_pool_stats {
@@ -121,7 +124,9 @@ sl_pool *sl_pool_next(const sl_pool *p);
 
 /* Submit a call. The payload is meta (never includes m/f/s: the pool adds them),
  * JSON data and attachments, which the pool takes over (the buffers are emptied).
- * data_flags: SL_FRAME_FLAG_PICKLE when data is a pickle.
+ * data_flags: SL_FRAME_FLAG_PICKLE when data is a pickle; SL_CALL_STICKY: the session
+ * waits for its worker as under strict affinity, but moves to another worker
+ * instead of failing when its worker is gone (dispatch's key groups).
  * The callback always runs, possibly before this returns (pool stopped or failed).
  * avoid: a worker name the call should not run on while another worker lives. */
 sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,

@@ -271,7 +271,7 @@ end
 
 -- One group per key: a key's batch fills to batch_size, and every batch of a key
 -- carries the key's session, so its items stay with one worker. Buffered items
--- are bounded: past the bound, the fullest key's batch goes out early.
+-- are bounded: past the bound, the oldest key's batch goes out early.
 local function key_batches(next_item, o, run_session)
   local buffers, order, buffered, done = {}, {}, 0, false
   local size, kfn = o.batch_size, o.key_fn
@@ -303,11 +303,9 @@ local function key_batches(next_item, o, run_session)
       buffered = buffered + 1
       if #b >= size then return take(key) end
       if buffered > bound then
-        local best
-        for _, k in ipairs(order) do
-          if not best or #buffers[k] > #buffers[best] then best = k end
-        end
-        return take(best)
+        -- the key that has waited longest holds the oldest item: sending it
+        -- first lets "preserve" hand results on instead of holding them
+        return take(order[1])
       end
     end
     if order[1] ~= nil then return take(order[1]) end
@@ -334,8 +332,26 @@ local function new_run(fname, source, opts)
     report = { batches = 0, items_ok = 0, items_failed = 0, retries = 0, failed = {},
                routed = 0 },
     waiting_items = 0,
+    key_sessions = {},
   }, Run)
   local next_item = make_source(fname, source)
+  -- Fixed and weighted batches keep input order by construction, so finished
+  -- batches are put back in order by index. Key and custom strategies may send
+  -- items in another order: their items are put back in order one by one.
+  self.by_seq = o.ordering == "preserve" and (o.strategy == "key" or type(o.strategy) == "function")
+  if self.by_seq then
+    local raw, seq = next_item, 0
+    self.seq_of, self.done_seq, self.next_seq = {}, {}, 1
+    local seq_of = self.seq_of
+    next_item = function()
+      local it = raw()
+      if it ~= nil then
+        seq = seq + 1
+        seq_of[it] = seq
+      end
+      return it
+    end
+  end
   if type(o.strategy) == "function" then
     local it = o.strategy(next_item, o)
     if type(it) ~= "function" then
@@ -497,7 +513,8 @@ function launch(b)
   if o.executor == "python" then
     local handle = o.pool.handle
     local ok, e = pcall(handle.call_items, handle, o.module, o["function"], b.items, 1, #b.items,
-      b.session, o.timeout_ms, b.avoid, function(ok, err, info) on_result(b, ok, err, info) end)
+      b.session, o.timeout_ms, b.avoid, b.sticky,
+      function(ok, err, info) on_result(b, ok, err, info) end)
     if not ok then
       -- the payloads cannot be encoded: misuse, but the run must not lose items
       on_result(b, nil, { kind = "codec", message = tostring(e) }, nil)
@@ -536,6 +553,8 @@ function finish_batch(b)
   counters.batches_in_flight = counters.batches_in_flight - 1
   if run.o.ordering == "as_completed" then
     run:deliver(b)
+  elseif run.by_seq then
+    run:deliver_by_seq(b.items)
   else
     run.pending[b.index] = b
     while run.pending[run.next_emit] do
@@ -546,6 +565,22 @@ function finish_batch(b)
     end
   end
   run:wake()
+end
+
+-- Put finished items back in input order (key and custom strategies).
+function Run:deliver_by_seq(items)
+  local done, seq_of = self.done_seq, self.seq_of
+  for _, it in ipairs(items) do
+    done[seq_of[it]] = it
+    seq_of[it] = nil
+  end
+  local n = self.next_seq
+  while done[n] do
+    self:deliver({ items = { done[n] } })
+    done[n] = nil
+    n = n + 1
+  end
+  self.next_seq = n
 end
 
 function Run:deliver(b)
@@ -560,10 +595,15 @@ function Run:deliver(b)
   end
 end
 
--- Launch batches while the bound allows and input remains.
+-- Launch batches while the bound allows and input remains. Under "preserve", a
+-- batch that finished before an earlier one is held until that one is done, and
+-- held batches count against max_in_flight: one slow batch cannot let the others
+-- run ahead and pile up results without bound.
 function Run:fill()
+  local max = self.o.max_in_flight
+  local index_order = self.o.ordering == "preserve" and not self.by_seq
   while not self.halted and not self.closed and not self.exhausted and
-      self.inflight < self.o.max_in_flight do
+      self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) do
     local b = self.next_batch()
     if b == nil then
       self.exhausted = true
@@ -574,8 +614,16 @@ function Run:fill()
     self.inflight = self.inflight + 1
     counters.batches_in_flight = counters.batches_in_flight + 1
     launch({ run = self, items = b, index = self.launched, attempt = 1,
-             session = b.session or self.o.session })
+             session = b.session or self.o.session, sticky = b.key ~= nil })
+    if b.key ~= nil then self.key_sessions[b.session] = true end
   end
+end
+
+-- Key groups are run-scoped sessions: drop their bindings and worker state.
+function Run:release()
+  if self.o.executor ~= "python" then return end
+  for s in pairs(self.key_sessions) do self.o.pool.handle:release_session(s) end
+  self.key_sessions = {}
 end
 
 function Run:finished()
@@ -602,6 +650,7 @@ function M.run(items, opts)
     run:fill()
   end
   run.report.duration_ms = core.now() - t0
+  run:release()
   if run.halted then
     -- finished batches still waiting for an earlier one are part of the partial result
     local idx = {}
@@ -609,6 +658,13 @@ function M.run(items, opts)
     table.sort(idx)
     for _, i in ipairs(idx) do run:deliver(run.pending[i]) end
     run.pending = {}
+    if run.by_seq then
+      local seqs = {}
+      for s in pairs(run.done_seq) do seqs[#seqs + 1] = s end
+      table.sort(seqs)
+      for _, s in ipairs(seqs) do run:deliver({ items = { run.done_seq[s] } }) end
+      run.done_seq = {}
+    end
     local err = run.err
     err.report = run.report
     return nil, err, results
@@ -655,7 +711,10 @@ function M.stream(source, opts)
           return "dispatch halted: " .. tostring(e.kind) .. ": " .. tostring(e.message)
         end }), 0)
       end
-      if run:finished() then return nil end
+      if run:finished() then
+        run:release()
+        return nil
+      end
       run:fill()
       if head > tail and not run:finished() then run:wait() end
     end

@@ -134,7 +134,7 @@ function Pool:call(module, fn, payloads, opts)
   opts = check_options("pool:call", opts, CALL_OPTIONS)
   local handle = self.handle
   return task.await(function(cb)
-    handle:call(module, fn, payloads, opts.session, opts.timeout_ms, nil, cb)
+    handle:call(module, fn, payloads, opts.session, opts.timeout_ms, nil, false, cb)
   end)
 end
 
