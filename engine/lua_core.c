@@ -651,6 +651,21 @@ static int l_pool_stats(lua_State *L) {
   lua_setfield(L, -2, "failed");
   lua_pushboolean(L, s.stopped);
   lua_setfield(L, -2, "stopped");
+  {
+    sl_worker_info wi[256];
+    int i, n = sl_pool_workers(lp->p, wi, 256);
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+      lua_createtable(L, 0, 5);
+      set_str(L, "name", wi[i].name);
+      set_num(L, "pid", wi[i].pid);
+      set_num(L, "busy", wi[i].busy);
+      set_num(L, "calls", wi[i].calls);
+      set_str(L, "state", wi[i].state);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "per_worker");
+  }
   return 1;
 }
 

@@ -780,6 +780,20 @@ void sl_pool_stats_get(const sl_pool *p, sl_pool_stats *s) {
   s->stopped = p->state == P_STOPPED || p->state == P_STOPPING;
 }
 
+int sl_pool_workers(const sl_pool *p, sl_worker_info *out, int max) {
+  static const char *names[] = {"starting", "ready", "draining", "closing"};
+  sl_worker *w;
+  int n = 0;
+  for (w = p->workers; w && n < max; w = w->next, n++) {
+    out[n].name = w->name;
+    out[n].pid = w->pid;
+    out[n].busy = w->busy;
+    out[n].calls = w->calls_done;
+    out[n].state = names[w->state];
+  }
+  return n;
+}
+
 int sl_pool_pids(const sl_pool *p, int *pids, int max) {
   sl_worker *w;
   int n = 0;

@@ -140,6 +140,17 @@ int sl_pool_codec(const sl_pool *p);
 /* Drop a session: its mapping in the pool and its state in every worker. */
 void sl_pool_release_session(sl_pool *p, const char *session);
 void sl_pool_stats_get(const sl_pool *p, sl_pool_stats *s);
+typedef struct sl_worker_info {
+  const char *name;
+  int pid;
+  int busy;        /* calls in flight on it */
+  int calls;       /* calls it finished */
+  const char *state; /* "starting", "ready", "draining", "closing" */
+} sl_worker_info;
+
+/* Per-worker load: fills up to max entries, returns how many. */
+int sl_pool_workers(const sl_pool *p, sl_worker_info *out, int max);
+
 /* Worker pids, for diagnostics and tests; returns how many were written. */
 int sl_pool_pids(const sl_pool *p, int *pids, int max);
 

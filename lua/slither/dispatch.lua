@@ -630,10 +630,17 @@ function Run:finished()
   return self.inflight == 0 and (self.exhausted or self.halted or self.closed)
 end
 
+-- Live counters of one run: batches in flight, results held for order, items
+-- waiting for the consumer, and the load of each worker of its pool.
 function Run:stats()
-  return { in_flight = self.inflight, launched = self.launched,
-           items_ok = self.report.items_ok, items_failed = self.report.items_failed,
-           retries = self.report.retries }
+  local held = 0
+  for _ in pairs(self.pending) do held = held + 1 end
+  local s = { in_flight = self.inflight, launched = self.launched, held_batches = held,
+              items_waiting = self.queued and self.queued() or 0,
+              items_ok = self.report.items_ok, items_failed = self.report.items_failed,
+              retries = self.report.retries }
+  if self.o.executor == "python" then s.per_worker = self.o.pool:stats().per_worker end
+  return s
 end
 
 -- ---- the API ------------------------------------------------------------------
@@ -695,6 +702,7 @@ function M.stream(source, opts)
   local run = new_run("slither.dispatch.stream", source, opts)
   local q, head, tail = {}, 1, 0
   run.out = function(it) tail = tail + 1; q[tail] = it end
+  run.queued = function() return tail - head + 1 end
   local s = setmetatable({ run = run }, Stream)
   s.next = function()
     while true do
@@ -739,6 +747,7 @@ function Stream:stats()
   return self.run:stats()
 end
 
+-- Engine-wide: batches in flight over every run, and runs started.
 function M.counters()
   return { batches_in_flight = counters.batches_in_flight, runs = counters.runs }
 end

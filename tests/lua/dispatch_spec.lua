@@ -253,6 +253,11 @@ describe("slither.dispatch", function()
       got = got + 1
       if got == 25 then break end
     end
+    local st = s:stats()
+    assert.is_true(st.in_flight <= 2)
+    assert.are.equal(st.items_ok - 25, st.items_waiting) -- delivered, not yet consumed
+    assert.is_true(st.items_waiting >= 5)
+    assert.are.equal(2, #st.per_worker)
     s:close()
     local at_stop, calls = pulled, nil
     slither.sleep(200)
