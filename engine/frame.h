@@ -29,7 +29,9 @@ enum {
   SL_FRAME_RESULT = 3,   /* worker -> engine: data = results */
   SL_FRAME_ERROR = 4,    /* worker -> engine: meta = {kind, type, message, ...} */
   SL_FRAME_RELEASE = 5,  /* engine -> worker: meta = {s}: drop session state */
-  SL_FRAME__MAX = 5
+  SL_FRAME_VIEW = 6,     /* worker -> engine: meta = "<call id>:<view name>", data = args */
+  SL_FRAME_VIEW_REPLY = 7, /* engine -> worker: data = result, or meta = {"error": ...} */
+  SL_FRAME__MAX = 7
 };
 
 /* CALL flag: poll the pipe for a while after replying (see sl_spin_allowed). */

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #define ENGINE_KEY "slither.engine"
+
+void sl_lua_store_open(lua_State *L);
 #define POOL_MT "slither.pool"
 
 typedef struct lcore {
@@ -34,7 +36,7 @@ typedef struct lcore {
 typedef struct lpool {
   sl_pool *p;
   lcore *core;
-  int start_ref, stop_ref, event_ref;
+  int start_ref, stop_ref, event_ref, view_ref;
 } lpool;
 
 static lcore *get_core(lua_State *L) {
@@ -128,39 +130,77 @@ static int l_in_run(lua_State *L) {
   return 1;
 }
 
+/* A one-shot timer. Its Lua handle (a box) can stop it; the box and the timer
+ * forget each other when either side is done, so neither outlives its memory. */
 typedef struct ltimer {
   uv_timer_t t;
   lcore *core;
-  int ref;
+  int ref;     /* the function */
+  int box_ref; /* keeps the box alive while the timer runs */
+  struct ltimer **box;
 } ltimer;
 
 static void timer_closed(uv_handle_t *h) { free(h); }
 
-static void timer_cb(uv_timer_t *t) {
-  ltimer *lt = (ltimer *)t;
-  lua_State *L = lt->core->cbL;
-  int ref = lt->ref;
-  uv_close((uv_handle_t *)t, timer_closed);
-  if (lt->core->closed) return;
-  push_ref(L, ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  cb_call(lt->core, 0);
+static void timer_done(ltimer *lt, lua_State *L) {
+  uv_close((uv_handle_t *)&lt->t, timer_closed);
+  *lt->box = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, lt->box_ref);
 }
 
-/* core.timer(ms, fn): call fn once after ms milliseconds. */
+static void timer_cb(uv_timer_t *t) {
+  ltimer *lt = (ltimer *)t;
+  lcore *core = lt->core;
+  lua_State *L = core->cbL;
+  int ref = lt->ref;
+  if (core->closed) {
+    uv_close((uv_handle_t *)t, timer_closed);
+    return;
+  }
+  timer_done(lt, L);
+  push_ref(L, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  cb_call(core, 0);
+}
+
+static int l_timer_stop(lua_State *L) {
+  ltimer **box = luaL_checkudata(L, 1, "slither.timer");
+  ltimer *lt = *box;
+  if (lt) {
+    uv_timer_stop(&lt->t);
+    luaL_unref(L, LUA_REGISTRYINDEX, lt->ref);
+    timer_done(lt, L);
+  }
+  return 0;
+}
+
+/* core.timer(ms, fn) -> handle: call fn once after ms milliseconds;
+ * handle:stop() cancels it. */
 static int l_timer(lua_State *L) {
   lcore *c = get_core(L);
   double ms = luaL_checknumber(L, 1);
-  ltimer *lt;
+  ltimer *lt, **box;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lt = malloc(sizeof *lt);
   if (!lt) return luaL_error(L, "out of memory");
+  box = lua_newuserdata(L, sizeof *box);
+  *box = lt;
+  if (luaL_newmetatable(L, "slither.timer")) {
+    lua_newtable(L);
+    lua_pushcfunction(L, l_timer_stop);
+    lua_setfield(L, -2, "stop");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lt->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lt->box = box;
   lua_pushvalue(L, 2);
   lt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lt->core = c;
   uv_timer_init(c->e.loop, &lt->t);
   uv_timer_start(&lt->t, timer_cb, ms > 0 ? (uint64_t)ms : 0, 0);
-  return 0;
+  return 1;
 }
 
 static void count_handle(uv_handle_t *h, void *arg) {
@@ -425,7 +465,7 @@ static int l_pool_start(lua_State *L) {
   lp = lua_newuserdata(L, sizeof *lp);
   memset(lp, 0, sizeof *lp);
   lp->core = c;
-  lp->start_ref = lp->stop_ref = lp->event_ref = LUA_NOREF;
+  lp->start_ref = lp->stop_ref = lp->event_ref = lp->view_ref = LUA_NOREF;
   luaL_getmetatable(L, POOL_MT);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 2);
@@ -631,6 +671,73 @@ static int l_pool_call_items(lua_State *L) {
   return submit(L, lp, 4, first, last, 7);
 }
 
+/* A view request from a worker: fn(worker_id, req_id, view, session, args, worker)
+ * runs on the loop; it answers later with pool:view_reply. */
+static void view_cb(sl_pool *p, int worker_id, const char *worker, uint32_t req_id,
+                    const char *view, const char *session, const char *data, size_t len,
+                    int flags, void *ud) {
+  lpool *lp = ud;
+  lua_State *L = lp->core->cbL;
+  char err[256];
+  int rc;
+  if (lp->view_ref == LUA_NOREF || lp->core->closed) {
+    sl_pool_view_reply(p, worker_id, req_id, "views are not available", NULL, 0);
+    return;
+  }
+  push_ref(L, lp->view_ref);
+  lua_pushinteger(L, worker_id);
+  lua_pushnumber(L, req_id);
+  lua_pushstring(L, view);
+  if (session) lua_pushstring(L, session);
+  else lua_pushnil(L);
+  rc = (flags & SL_FRAME_FLAG_PICKLE) ? sl_codec_decode_pickle(L, data, len, 0, err, sizeof err)
+                                      : sl_codec_decode(L, data, len, NULL, 0, err, sizeof err);
+  if (rc) {
+    lua_pop(L, 5);
+    sl_pool_view_reply(p, worker_id, req_id, "the view's arguments could not be decoded",
+                       NULL, 0);
+    return;
+  }
+  lua_pushstring(L, worker);
+  cb_call(lp->core, 6);
+}
+
+static int l_pool_on_view(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lp->view_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->view_ref);
+  lua_pushvalue(L, 2);
+  lp->view_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_pool_on_view(lp->p, view_cb, lp);
+  return 0;
+}
+
+/* pool:view_reply(worker_id, req_id, ok, value_or_message) */
+static int l_pool_view_reply(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  int wid = (int)luaL_checkinteger(L, 2);
+  uint32_t rid = (uint32_t)luaL_checknumber(L, 3);
+  sl_buf data, att;
+  char err[512];
+  if (!lua_toboolean(L, 4)) {
+    sl_pool_view_reply(lp->p, wid, rid, luaL_optstring(L, 5, "view failed"), NULL, 0);
+    return 0;
+  }
+  sl_buf_init(&data);
+  sl_buf_init(&att);
+  if (sl_codec_encode_fmt(L, 5, 0, SL_CODEC_PICKLE, &data, &att, err, sizeof err)) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "the view's result cannot be encoded: %s", err);
+    sl_buf_free(&data);
+    sl_buf_free(&att);
+    sl_pool_view_reply(lp->p, wid, rid, msg, NULL, 0);
+    return 0;
+  }
+  sl_buf_free(&att);
+  sl_pool_view_reply(lp->p, wid, rid, NULL, &data, SL_FRAME_FLAG_PICKLE);
+  return 0;
+}
+
 static int l_pool_stats(lua_State *L) {
   lpool *lp = check_pool(L, 1);
   sl_pool_stats s;
@@ -733,7 +840,8 @@ static int l_pool_gc(lua_State *L) {
   if (lp->start_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
   if (lp->stop_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->stop_ref);
   if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);
-  lp->start_ref = lp->stop_ref = lp->event_ref = LUA_NOREF;
+  if (lp->view_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->view_ref);
+  lp->start_ref = lp->stop_ref = lp->event_ref = lp->view_ref = LUA_NOREF;
   lp->p = NULL;
   return 0;
 }
@@ -771,6 +879,7 @@ static const luaL_Reg pool_methods[] = {
     {"pids", l_pool_pids},       {"release_session", l_pool_release},
     {"stop", l_pool_stop},       {"kill", l_pool_kill},
     {"stopped", l_pool_stopped}, {"on_event", l_pool_on_event},
+    {"on_view", l_pool_on_view}, {"view_reply", l_pool_view_reply},
     {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {
@@ -834,6 +943,9 @@ int luaopen_slither_core(lua_State *L) {
   lua_setfield(L, -2, "bytes_mt");
   lua_pushstring(L, SLITHER_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushinteger(L, (lua_Integer)getpid());
+  lua_setfield(L, -2, "pid");
+  sl_lua_store_open(L);
   return 1;
 }
 

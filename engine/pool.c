@@ -92,6 +92,8 @@ struct sl_pool {
   void *stop_ud;
   sl_pool_event_cb ev_cb;
   void *ev_ud;
+  sl_pool_view_cb view_cb;
+  void *view_ud;
   uv_timer_t tick, stop_timer;
   int open_handles;
   int stop_phase;
@@ -100,6 +102,9 @@ struct sl_pool {
 };
 
 static void worker_spawn(sl_pool *p);
+static sl_worker *worker_by_id(sl_pool *p, int64_t id);
+static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *meta,
+                      sl_buf *data, sl_buf *att);
 static void worker_kill(sl_worker *w, int status, const char *reason);
 static void worker_retire(sl_worker *w);
 static void worker_gone(sl_worker *w);
@@ -250,7 +255,37 @@ void sl_pool_on_event(sl_pool *p, sl_pool_event_cb cb, void *ud) {
   p->ev_ud = ud;
 }
 
+void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud) {
+  p->view_cb = cb;
+  p->view_ud = ud;
+}
+
+int sl_pool_view_reply(sl_pool *p, int worker_id, uint32_t req_id, const char *err,
+                       sl_buf *data, int data_flags) {
+  sl_worker *w = worker_by_id(p, worker_id);
+  sl_buf meta;
+  int rc;
+  if (!w || w->state == W_CLOSING || w->exited) {
+    if (data) sl_buf_free(data);
+    return SL_ENOTFOUND;
+  }
+  sl_buf_init(&meta);
+  if (err) {
+    sl_buf_append(&meta, "{\"error\":", 9);
+    if (sl_json_string(&meta, (const unsigned char *)err, strlen(err)) == 1)
+      sl_json_string(&meta, (const unsigned char *)"(message is not UTF-8)", 22);
+    sl_buf_putc(&meta, '}');
+  }
+  rc = send_frame(w, SL_FRAME_VIEW_REPLY, err ? 0 : data_flags, req_id, &meta,
+                  err ? NULL : data, NULL);
+  sl_buf_free(&meta);
+  if (data) sl_buf_free(data);
+  return rc;
+}
+
 void sl_pool_detach(sl_pool *p) {
+  p->view_cb = NULL;
+  p->view_ud = NULL;
   p->ev_cb = NULL;
   p->ev_ud = NULL;
   p->start_cb = NULL;
@@ -884,6 +919,30 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       if (w->state == W_DRAINING && w->busy == 0) worker_retire(w);
       else pump(p);
       return;
+    case SL_FRAME_VIEW: {
+      /* meta: "<call id>:<view name>"; the call gives the session */
+      char name[256];
+      unsigned long cid = 0;
+      size_t k = 0;
+      const char *colon = memchr(f->meta, ':', f->meta_len);
+      if (!colon || (size_t)(f->meta + f->meta_len - colon - 1) >= sizeof name) {
+        worker_kill(w, SL_ECRASHED, "protocol error: bad view request");
+        return;
+      }
+      for (; f->meta + k < colon; k++) cid = cid * 10 + (unsigned long)(f->meta[k] - '0');
+      memcpy(name, colon + 1, (size_t)(f->meta + f->meta_len - colon - 1));
+      name[f->meta + f->meta_len - colon - 1] = '\0';
+      c = inflight_find(w, (uint32_t)cid);
+      if (!p->view_cb) {
+        sl_buf none;
+        sl_buf_init(&none);
+        sl_pool_view_reply(p, w->id, f->id, "views are not available in this engine", &none, 0);
+        return;
+      }
+      p->view_cb(p, w->id, w->name, f->id, name, c ? c->session : NULL, f->data, f->data_len,
+                 f->flags, p->view_ud);
+      return;
+    }
     default: {
       char reason[96];
       snprintf(reason, sizeof reason, "protocol error: unexpected frame kind %d", f->kind);

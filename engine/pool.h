@@ -117,6 +117,17 @@ typedef void (*sl_pool_stop_cb)(sl_pool *p, void *ud);
 sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb, void *ud,
                        int *err, char *msg, size_t msglen);
 void sl_pool_on_event(sl_pool *p, sl_pool_event_cb cb, void *ud);
+/* A running Python function called a view: the engine answers with
+ * sl_pool_view_reply (now or later). session is the calling call's session. */
+typedef void (*sl_pool_view_cb)(sl_pool *p, int worker_id, const char *worker,
+                                uint32_t req_id, const char *view, const char *session,
+                                const char *data, size_t len, int flags, void *ud);
+void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud);
+/* Answer a view request: err NULL and data (taken over) with data_flags, or err set.
+ * Returns SL_ENOTFOUND when the worker is gone (the answer is dropped). */
+int sl_pool_view_reply(sl_pool *p, int worker_id, uint32_t req_id, const char *err,
+                       sl_buf *data, int data_flags);
+
 /* Forget the start, stop and event callbacks (their owner is going away). */
 void sl_pool_detach(sl_pool *p);
 const char *sl_pool_name(const sl_pool *p);

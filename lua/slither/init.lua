@@ -18,6 +18,7 @@ local slither = {
   pool = require("slither.pool"),
   item = require("slither.item"),
   dispatch = require("slither.dispatch"),
+  store = require("slither.store"),
 }
 
 -- Milliseconds on a monotonic clock.
@@ -49,6 +50,7 @@ end
 -- Stop every pool; the engine calls this when a script ends.
 function slither.shutdown(grace_ms)
   slither.pool.stop_all(grace_ms)
+  slither.store.stop_all()
 end
 
 return slither

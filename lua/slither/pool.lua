@@ -61,7 +61,10 @@ local function check_options(fname, opts, spec)
 end
 M._check_options = check_options
 
+local views = require("slither.views")
+
 local function forward_events(handle)
+  handle:on_view(function(...) views.serve(handle, ...) end)
   handle:on_event(function(ev)
     local measurements = { duration_ms = ev.duration_ms, queued_ms = ev.queued_ms,
                            items = ev.items }

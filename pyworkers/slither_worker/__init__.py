@@ -7,7 +7,11 @@ plain functions that take a list and return a list of the same length.
 Inside a running call:
     slither_worker.session()  -> dict kept in this worker for the call's session
     slither_worker.worker_name() -> this worker's name ("default/w1")
+    slither_worker.view(name, args) -> the result of the engine's view `name`
+    slither_worker.store(name).get(table, key) -> a value read from the engine's
+        store through shared memory, without a message to the engine
 """
-from .runtime import session, worker_name, current_session_id
+from .runtime import session, worker_name, current_session_id, view, ViewError
+from .store import store
 
-__all__ = ["session", "worker_name", "current_session_id"]
+__all__ = ["session", "worker_name", "current_session_id", "view", "ViewError", "store"]

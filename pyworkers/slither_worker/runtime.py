@@ -6,7 +6,9 @@ Frame layout (little-endian), after a u32 length:
 """
 import importlib
 import json
+import collections
 import os
+import pickle
 import select
 import struct
 import sys
@@ -16,7 +18,7 @@ import traceback
 
 from . import codec
 
-HELLO, CALL, RESULT, ERROR, RELEASE = 1, 2, 3, 4, 5
+HELLO, CALL, RESULT, ERROR, RELEASE, VIEW, VIEW_REPLY = 1, 2, 3, 4, 5, 6, 7
 FLAG_SPIN = 1
 FLAG_PICKLE = 2
 _HDR = struct.Struct("<IBBHII")
@@ -32,6 +34,21 @@ _U32 = struct.Struct("<I")
 _local = threading.local()
 _sessions = {}
 _name = os.environ.get("SLITHER_WORKER_NAME", "worker")
+
+
+_worker = None
+
+
+class ViewError(Exception):
+    """A view failed in the engine: its handler raised, timed out, or the view is
+    not visible to this call's session."""
+
+
+def view(name, args=None):
+    """Call the engine's view `name` from a running function; returns its result."""
+    if _worker is None:
+        raise RuntimeError("slither_worker.view() works only inside a Slither worker")
+    return _worker.call_view(name, args)
 
 
 def worker_name():
@@ -94,6 +111,18 @@ class Worker:
         self.funcs = {}
         self.meta_cache = {}
         self.spin_next = 0
+        self.buf = bytearray(1 << 16)
+        self.mv = memoryview(self.buf)
+        self.start = self.end = 0
+        self.pending = collections.deque()
+        self.view_waits = {}
+        self.view_lock = threading.Lock()
+        self.next_view = 1
+        self.reader_thread = threading.current_thread()
+        self.spin_us = int(os.environ.get("SLITHER_SPIN_US", "0") or 0) / 1e6
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        self.poll = poller.poll
         self.pool = None
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -161,6 +190,7 @@ class Worker:
         except Exception as e:
             return self.error(rid, "python", type(e).__name__, f"could not decode payloads: {e}")
         _local.session = m.get("s")
+        _local.call_id = rid
         try:
             res = func(args)
         except BaseException as e:
@@ -168,6 +198,7 @@ class Worker:
             return self.error(rid, "python", type(e).__name__, str(e), tb)
         finally:
             _local.session = None
+            _local.call_id = None
         if not isinstance(res, (list, tuple)):
             return self.error(rid, "result_mismatch", "TypeError",
                               f"{mod}.{fn} returned {type(res).__name__}, expected a list of "
@@ -192,10 +223,9 @@ class Worker:
             os._exit(0)  # the engine went away while we were answering
 
     def dispatch(self, frame):
-        """frame: a memoryview of one frame (after its length), valid until the next
-        read; what outlives this call is copied out."""
+        """frame: one frame (after its length), a memoryview valid until the next
+        read or bytes; what outlives this call is copied out."""
         kind, flags, _res, rid, mlen = _BODY.unpack_from(frame, 0)
-        self.spin_next = flags & FLAG_SPIN
         off = 12
         meta = bytes(frame[off:off + mlen])
         off += mlen
@@ -204,6 +234,7 @@ class Worker:
         data = bytes(frame[off:off + dlen])
         att = bytes(frame[off + dlen:]) if off + dlen < len(frame) else b""
         if kind == CALL:
+            self.spin_next = flags & FLAG_SPIN
             if self.pool is not None:
                 self.pool.submit(self.safe_call, rid, meta, data, att, flags)
             else:
@@ -211,60 +242,104 @@ class Worker:
         elif kind == RELEASE:
             sid = json.loads(meta).get("s")
             _sessions.pop(sid, None)
+        elif kind == VIEW_REPLY:
+            with self.view_lock:
+                slot = self.view_waits.pop(rid, None)
+            if slot is not None:
+                slot[1] = (flags, meta, data)
+                slot[0].set()
 
-    def run(self):
-        # One reusable buffer: frames are parsed in place, and a read allocates
-        # nothing (a fresh 1 MiB bytes per read costs an mmap and an munmap).
-        buf = bytearray(1 << 16)
-        view = memoryview(buf)
-        start = end = 0
-        readv, fd, u32 = os.readv, self.fd, _U32.unpack_from
-        spin = int(os.environ.get("SLITHER_SPIN_US", "0") or 0) / 1e6
-        clock = time.perf_counter
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poll = poller.poll
+    def read_frame(self, spin=False):
+        """The next frame as a memoryview into the read buffer (valid until the next
+        read), or None at end of file. One reusable buffer: a read allocates
+        nothing (a fresh 1 MiB bytes per read costs an mmap and an munmap)."""
+        u32 = _U32.unpack_from
         while True:
-            while end - start >= 4:
+            buf, start, end = self.buf, self.start, self.end
+            if end - start >= 4:
                 n = u32(buf, start)[0]
-                if end - start < n + 4:
-                    break
-                self.dispatch(view[start + 4:start + 4 + n])
-                start += n + 4
+                if end - start >= n + 4:
+                    self.start = start + n + 4
+                    return self.mv[start + 4:start + 4 + n]
+                need = n + 4
+            else:
+                need = 4
             if start == end:
-                start = end = 0
-            need = (u32(buf, start)[0] + 4) if end - start >= 4 else 4
+                self.start = self.end = start = end = 0
             if need > len(buf) - start:
                 if need > len(buf):  # a frame larger than the buffer: grow it
                     nbuf = bytearray(max(need, 2 * len(buf)))
-                    nbuf[:end - start] = view[start:end]
-                    view.release()
-                    buf, view = nbuf, memoryview(nbuf)
+                    nbuf[:end - start] = self.mv[start:end]
+                    self.mv.release()
+                    self.buf, self.mv = nbuf, memoryview(nbuf)
                 else:
-                    view[:end - start] = view[start:end]
-                end -= start
-                start = 0
-            if spin and self.spin_next and start == end and self.pool is None:
+                    self.mv[:end - start] = self.mv[start:end]
+                self.end = end = end - start
+                self.start = start = 0
+            if spin and self.spin_us and start == end:
                 # Poll briefly before sleeping: see _SPIN_NOTE.
-                deadline = clock() + spin
-                while not poll(0) and clock() < deadline:
+                deadline = time.perf_counter() + self.spin_us
+                while not self.poll(0) and time.perf_counter() < deadline:
                     pass
             try:
-                k = readv(fd, [view[end:]])
+                k = os.readv(self.fd, [self.mv[end:]])
             except OSError:
                 k = 0
             if not k:
-                break
-            end += k
+                return None
+            self.end = end + k
+
+    def run(self):
+        pending = self.pending
+        while True:
+            if pending:
+                frame = pending.popleft()
+            else:
+                frame = self.read_frame(spin=self.spin_next and self.pool is None)
+                if frame is None:
+                    break
+            self.dispatch(frame)
         # End of file: the engine retires this worker. Finish what is running.
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+
+    def call_view(self, name, args):
+        """Ask the engine to run view `name` with args; its result, or ViewError."""
+        call_id = getattr(_local, "call_id", None)
+        if call_id is None:
+            raise RuntimeError("slither_worker.view() works only inside a call")
+        with self.view_lock:
+            vid = self.next_view
+            self.next_view = (self.next_view + 1) & 0xffffffff or 1
+            slot = [threading.Event(), None]
+            self.view_waits[vid] = slot
+        meta = f"{call_id}:{name}".encode()
+        self.chan.send(VIEW, vid, meta, pickle.dumps(args, protocol=5), b"", FLAG_PICKLE)
+        if threading.current_thread() is self.reader_thread:
+            # This thread is also the frame reader: read until the reply comes, and
+            # keep other frames for later.
+            while not slot[0].is_set():
+                frame = self.read_frame()
+                if frame is None:
+                    raise ConnectionError("the engine went away during a view call")
+                kind = frame[0]
+                if kind == VIEW_REPLY:
+                    self.dispatch(frame)
+                else:
+                    self.pending.append(bytes(frame))
+        else:
+            slot[0].wait()
+        flags, rmeta, data = slot[1]
+        if rmeta:
+            raise ViewError(json.loads(rmeta).get("error", "view failed"))
+        return pickle.loads(data) if flags & FLAG_PICKLE else json.loads(data)
 
 
 def main():
     _die_with_parent()
     threads = int(os.environ.get("SLITHER_THREADS", "1") or 1)
-    w = Worker(3, threads)
+    global _worker
+    w = _worker = Worker(3, threads)
     w.hello()
     w.run()
     sys.stdout.flush()

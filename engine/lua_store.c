@@ -1,0 +1,488 @@
+/* lua_store.c: the store as seen from Lua (slither.core.store_new and the
+ * slither.store_handle methods). Values are encoded as plain-value pickles, the
+ * form Python readers load directly from the shared mapping. */
+#include "codec.h"
+#include "error.h"
+#include "store.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define STORE_MT "slither.store_handle"
+
+typedef struct lstore {
+  sl_store s;
+  int live;
+  sl_store_shadow shadow;
+  int in_shadow;
+} lstore;
+
+static lstore *check_store(lua_State *L) {
+  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  if (!ls->live) luaL_error(L, "store is stopped");
+  return ls;
+}
+
+static int check_table(lua_State *L, lstore *ls, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  int t = sl_store_table(&ls->s, name);
+  if (t < 0) luaL_error(L, "store '%s' has no table '%s'", ls->s.name, name);
+  return t;
+}
+
+/* Key bytes into buf (or a heap copy for long strings; *heap set). */
+static const char *key_bytes(lua_State *L, int idx, char *buf, size_t buflen, size_t *klen,
+                             char **heap) {
+  *heap = NULL;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    *klen = sl_store_key_num(buf, lua_tonumber(L, idx));
+    return buf;
+  }
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    char *out = buf;
+    if (n + 1 > buflen) {
+      out = *heap = malloc(n + 1);
+      if (!out) luaL_error(L, "out of memory");
+    }
+    *klen = sl_store_key_str(out, s, n);
+    return out;
+  }
+  luaL_error(L, "store keys are strings or numbers, got %s", lua_typename(L, lua_type(L, idx)));
+  return NULL;
+}
+
+static void push_key(lua_State *L, const char *k, size_t n) {
+  if (n == 9 && k[0] == 'n') {
+    double d;
+    memcpy(&d, k + 1, 8);
+    lua_pushnumber(L, d);
+  } else {
+    lua_pushlstring(L, k + 1, n - 1);
+  }
+}
+
+static void push_val(lua_State *L, const sl_val *v) {
+  char err[256];
+  if (sl_codec_decode_pickle(L, v->data, v->len, 0, err, sizeof err))
+    luaL_error(L, "corrupt store value: %s", err);
+}
+
+/* set: the value or nil; bag: a list of values (empty when absent). */
+static void push_vals(lua_State *L, int type, const sl_val *vals, size_t n) {
+  size_t i;
+  if (type != SL_TABLE_BAG) {
+    if (n) push_val(L, &vals[0]);
+    else lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, (int)n, 0);
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setmetatable(L, -2);
+  for (i = 0; i < n; i++) {
+    push_val(L, &vals[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+}
+
+static int l_store_new(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  int n, i, rc;
+  const char **names;
+  int *types;
+  char err[256];
+  lstore *ls;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  n = (int)lua_objlen(L, 2);
+  names = calloc((size_t)n + 1, sizeof *names);
+  types = calloc((size_t)n + 1, sizeof *types);
+  if (!names || !types) return luaL_error(L, "out of memory");
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    names[i] = lua_tostring(L, -1); /* anchored in the argument table */
+    lua_pop(L, 1);
+    lua_rawgeti(L, 3, i + 1);
+    types[i] = (int)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  ls = lua_newuserdata(L, sizeof *ls);
+  memset(ls, 0, sizeof *ls);
+  rc = sl_store_create(&ls->s, name, n, names, types, err, sizeof err);
+  free(names);
+  free(types);
+  if (rc) return luaL_error(L, "cannot create store '%s': %s", name, err);
+  ls->live = 1;
+  luaL_getmetatable(L, STORE_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static int l_get(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  char buf[256], *heap;
+  size_t klen, n;
+  sl_val *vals;
+  const char *k = key_bytes(L, 3, buf, sizeof buf, &klen, &heap);
+  int rc = sl_store_get(&ls->s, t, k, klen, &vals, &n);
+  free(heap);
+  if (rc < 0) return luaL_error(L, "out of memory");
+  push_vals(L, ls->s.tables[t].type, vals, n);
+  sl_store_vals_free(vals, n);
+  return 1;
+}
+
+static int l_get_many(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  size_t nk, i;
+  const char **keys;
+  size_t *klens, *counts = NULL;
+  char **heaps;
+  sl_val **vals;
+  char (*bufs)[64];
+  luaL_checktype(L, 3, LUA_TTABLE);
+  nk = lua_objlen(L, 3);
+  keys = calloc(nk + 1, sizeof *keys);
+  klens = calloc(nk + 1, sizeof *klens);
+  heaps = calloc(nk + 1, sizeof *heaps);
+  vals = calloc(nk + 1, sizeof *vals);
+  bufs = calloc(nk + 1, sizeof *bufs);
+  if (!keys || !klens || !heaps || !vals || !bufs) return luaL_error(L, "out of memory");
+  for (i = 0; i < nk; i++) {
+    lua_rawgeti(L, 3, (int)i + 1);
+    keys[i] = key_bytes(L, -1, bufs[i], sizeof bufs[i], &klens[i], &heaps[i]);
+    lua_pop(L, 1);
+  }
+  if (sl_store_get_many(&ls->s, t, keys, klens, nk, vals, &counts))
+    return luaL_error(L, "out of memory");
+  lua_createtable(L, (int)nk, 0);
+  lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setmetatable(L, -2);
+  for (i = 0; i < nk; i++) {
+    push_vals(L, ls->s.tables[t].type, vals[i], counts[i]);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlightuserdata(L, NULL); /* slither.null keeps the list whole */
+    }
+    lua_rawseti(L, -2, (int)i + 1);
+    sl_store_vals_free(vals[i], counts[i]);
+    free(heaps[i]);
+  }
+  free(keys);
+  free(klens);
+  free(heaps);
+  free(vals);
+  free(bufs);
+  free(counts);
+  return 1;
+}
+
+static int l_size(lua_State *L) {
+  lstore *ls = check_store(L);
+  lua_pushnumber(L, (double)sl_store_size(&ls->s, check_table(L, ls, 2)));
+  return 1;
+}
+
+typedef struct scan_ctx {
+  lua_State *L;
+  int type, keys, vals, n;
+} scan_ctx;
+
+static int scan_visit(void *ud, const char *key, size_t klen, const sl_val *vals, size_t n) {
+  scan_ctx *c = ud;
+  c->n++;
+  push_key(c->L, key, klen);
+  lua_rawseti(c->L, c->keys, c->n);
+  push_vals(c->L, c->type, vals, n);
+  lua_rawseti(c->L, c->vals, c->n);
+  return 0;
+}
+
+/* h:scan(tbl) -> keys, values: one consistent snapshot of the table. */
+static int l_scan(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  scan_ctx c;
+  c.L = L;
+  c.type = ls->s.tables[t].type;
+  c.n = 0;
+  lua_newtable(L);
+  c.keys = lua_gettop(L);
+  lua_newtable(L);
+  c.vals = lua_gettop(L);
+  if (sl_store_scan(&ls->s, t, scan_visit, &c)) return luaL_error(L, "out of memory");
+  return 2;
+}
+
+/* Encode the writes described by a table of key -> value (value nil/false for a
+ * delete when deletes is set) into kv; all encoding happens before any write. */
+typedef struct wbatch {
+  sl_kv *kv;
+  sl_buf *bufs;
+  char **keys;
+  size_t n;
+} wbatch;
+
+static void wbatch_free(wbatch *b) {
+  size_t i;
+  for (i = 0; i < b->n; i++) {
+    sl_buf_free(&b->bufs[i]);
+    free(b->keys[i]);
+  }
+  free(b->kv);
+  free(b->bufs);
+  free(b->keys);
+}
+
+static int encode_one(lua_State *L, wbatch *b, int kidx, int vidx, char *err, size_t errlen) {
+  size_t i = b->n++, klen;
+  char buf[256], *heap;
+  sl_buf att;
+  const char *k = key_bytes(L, kidx, buf, sizeof buf, &klen, &heap);
+  b->keys[i] = malloc(klen);
+  memcpy(b->keys[i], k, klen);
+  free(heap);
+  b->kv[i].key = b->keys[i];
+  b->kv[i].klen = klen;
+  sl_buf_init(&b->bufs[i]);
+  if (vidx == 0) {
+    b->kv[i].val = NULL;
+    b->kv[i].vlen = 0;
+    return 0;
+  }
+  sl_buf_init(&att);
+  if (sl_codec_encode_fmt(L, vidx, 0, SL_CODEC_PICKLE, &b->bufs[i], &att, err, errlen))
+    return SL_ECODEC;
+  sl_buf_free(&att);
+  b->kv[i].val = b->bufs[i].data;
+  b->kv[i].vlen = b->bufs[i].len;
+  return 0;
+}
+
+static int wbatch_init(wbatch *b, size_t cap) {
+  b->n = 0;
+  b->kv = calloc(cap + 1, sizeof *b->kv);
+  b->bufs = calloc(cap + 1, sizeof *b->bufs);
+  b->keys = calloc(cap + 1, sizeof *b->keys);
+  return b->kv && b->bufs && b->keys ? 0 : SL_ENOMEM;
+}
+
+static int apply(lua_State *L, lstore *ls, int t, wbatch *b, int shadow) {
+  int rc = shadow ? sl_store_shadow_write(&ls->s, &ls->shadow, t, b->kv, b->n)
+                  : sl_store_write(&ls->s, t, b->kv, b->n);
+  wbatch_free(b);
+  if (rc) return luaL_error(L, "store write failed: %s", sl_strerror(rc));
+  return 0;
+}
+
+/* h:put(tbl, key, value [, shadow]) */
+static int l_put(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  wbatch b;
+  char err[512];
+  luaL_checkany(L, 4);
+  if (wbatch_init(&b, 1)) return luaL_error(L, "out of memory");
+  if (encode_one(L, &b, 3, 4, err, sizeof err)) {
+    wbatch_free(&b);
+    return luaL_error(L, "cannot store this value: %s", err);
+  }
+  apply(L, ls, t, &b, lua_toboolean(L, 5));
+  return 0;
+}
+
+/* h:put_many(tbl, { [key] = value, ... } [, shadow]): all or nothing. */
+static int l_put_many(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  wbatch b;
+  size_t cap = 0;
+  char err[512];
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    cap++;
+    lua_pop(L, 1);
+  }
+  if (wbatch_init(&b, cap)) return luaL_error(L, "out of memory");
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    if (encode_one(L, &b, -2, lua_gettop(L), err, sizeof err)) {
+      wbatch_free(&b);
+      return luaL_error(L, "cannot store the value of key %s: %s",
+                        lua_tostring(L, -2) ? lua_tostring(L, -2) : "?", err);
+    }
+    lua_pop(L, 1);
+  }
+  apply(L, ls, t, &b, lua_toboolean(L, 4));
+  return 0;
+}
+
+static int l_delete(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  wbatch b;
+  char err[64];
+  if (wbatch_init(&b, 1)) return luaL_error(L, "out of memory");
+  encode_one(L, &b, 3, 0, err, sizeof err);
+  apply(L, ls, t, &b, 0);
+  return 0;
+}
+
+static int l_clear(lua_State *L) {
+  lstore *ls = check_store(L);
+  if (sl_store_clear(&ls->s, check_table(L, ls, 2))) return luaL_error(L, "out of memory");
+  return 0;
+}
+
+static int l_shadow_begin(lua_State *L) {
+  lstore *ls = check_store(L);
+  if (ls->in_shadow) return luaL_error(L, "a reload is already running");
+  if (sl_store_shadow_begin(&ls->s, &ls->shadow)) return luaL_error(L, "out of memory");
+  ls->in_shadow = 1;
+  return 0;
+}
+
+static int l_shadow_end(lua_State *L) {
+  lstore *ls = check_store(L);
+  if (!ls->in_shadow) return luaL_error(L, "no reload is running");
+  if (lua_toboolean(L, 2)) sl_store_shadow_commit(&ls->s, &ls->shadow);
+  else sl_store_shadow_abort(&ls->s, &ls->shadow);
+  ls->in_shadow = 0;
+  return 0;
+}
+
+static int l_bytes(lua_State *L) {
+  lua_pushnumber(L, (double)sl_store_bytes(&check_store(L)->s));
+  return 1;
+}
+
+static int l_version(lua_State *L) {
+  lstore *ls = check_store(L);
+  lua_pushnumber(L, (double)ls->s.tables[check_table(L, ls, 2)].version);
+  return 1;
+}
+
+static int l_destroy(lua_State *L) {
+  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  if (ls->live) {
+    if (ls->in_shadow) sl_store_shadow_abort(&ls->s, &ls->shadow);
+    sl_store_destroy(&ls->s);
+    ls->live = 0;
+  }
+  return 0;
+}
+
+/* ---- reads from several threads (benchmark and stress test) ------------------- */
+
+typedef struct rthread {
+  sl_store *s;
+  int t;
+  const char *const *keys;
+  const size_t *klens;
+  size_t nkeys;
+  long ops, found;
+  pthread_t th;
+} rthread;
+
+static void *reader_main(void *arg) {
+  rthread *r = arg;
+  long i;
+  unsigned seed = (unsigned)(size_t)r;
+  for (i = 0; i < r->ops; i++) {
+    size_t k = (size_t)rand_r(&seed) % r->nkeys, n;
+    sl_val *vals;
+    if (sl_store_get(r->s, r->t, r->keys[k], r->klens[k], &vals, &n) > 0) r->found++;
+    sl_store_vals_free(vals, n);
+  }
+  return NULL;
+}
+
+/* h:read_threads(tbl, keys, nthreads, ops_per_thread) -> seconds, found: ops
+ * from host threads, for the benchmark's scaling figure. */
+static int l_read_threads(lua_State *L) {
+  lstore *ls = check_store(L);
+  int t = check_table(L, ls, 2);
+  int nth = (int)luaL_checkinteger(L, 4), i;
+  long ops = (long)luaL_checknumber(L, 5), found = 0;
+  size_t nk, k;
+  const char **keys;
+  size_t *klens;
+  char **bufs;
+  rthread *th;
+  struct timespec a, b;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  nk = lua_objlen(L, 3);
+  if (nk == 0 || nth < 1) return luaL_error(L, "need keys and threads");
+  keys = calloc(nk, sizeof *keys);
+  klens = calloc(nk, sizeof *klens);
+  bufs = calloc(nk, sizeof *bufs);
+  th = calloc((size_t)nth, sizeof *th);
+  for (k = 0; k < nk; k++) {
+    char buf[256], *heap;
+    const char *kb;
+    lua_rawgeti(L, 3, (int)k + 1);
+    kb = key_bytes(L, -1, buf, sizeof buf, &klens[k], &heap);
+    bufs[k] = malloc(klens[k]);
+    memcpy(bufs[k], kb, klens[k]);
+    free(heap);
+    keys[k] = bufs[k];
+    lua_pop(L, 1);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (i = 0; i < nth; i++) {
+    th[i].s = &ls->s;
+    th[i].t = t;
+    th[i].keys = keys;
+    th[i].klens = klens;
+    th[i].nkeys = nk;
+    th[i].ops = ops;
+    pthread_create(&th[i].th, NULL, reader_main, &th[i]);
+  }
+  for (i = 0; i < nth; i++) {
+    pthread_join(th[i].th, NULL);
+    found += th[i].found;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  for (k = 0; k < nk; k++) free(bufs[k]);
+  free(bufs);
+  free(keys);
+  free(klens);
+  free(th);
+  lua_pushnumber(L, (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+  lua_pushnumber(L, (double)found);
+  return 2;
+}
+
+static const luaL_Reg store_methods[] = {
+    {"get", l_get},           {"get_many", l_get_many},
+    {"size", l_size},         {"scan", l_scan},
+    {"put", l_put},           {"put_many", l_put_many},
+    {"delete", l_delete},     {"clear", l_clear},
+    {"shadow_begin", l_shadow_begin}, {"shadow_end", l_shadow_end},
+    {"bytes", l_bytes},       {"version", l_version},
+    {"destroy", l_destroy},   {"read_threads", l_read_threads},
+    {NULL, NULL}};
+
+void sl_lua_store_open(lua_State *L) {
+  /* expects the core table on top of the stack */
+  if (luaL_newmetatable(L, STORE_MT)) {
+    lua_pushcfunction(L, l_destroy);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_register(L, NULL, store_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_store_new);
+  lua_setfield(L, -2, "store_new");
+}

@@ -1,0 +1,692 @@
+/* store.c: shared-memory tables with lock-free reads (see store.h for the layout
+ * and the rules that make reads safe). */
+#define _GNU_SOURCE
+#include "store.h"
+#include "error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HDR 128
+#define H_MAGIC 0
+#define H_TYPE 4
+#define H_SEQ 8
+#define H_RETIRED 16
+#define H_CAP 20
+#define H_COUNT 24
+#define H_HEAP_OFF 32
+#define H_HEAP_SIZE 40
+#define H_HEAP_USED 48
+#define H_NVALS 56
+#define H_GARBAGE 64
+#define H_USED_SLOTS 72
+
+#define DIR_HDR 64
+#define DIR_ENTRY 256
+#define GRACE_MS 5000.0 /* a reader holding a retired segment has this long */
+#define MIN_CAP 64
+#define MIN_HEAP (64 * 1024)
+
+#define U64(base, off) ((uint64_t *)((base) + (off)))
+#define U32(base, off) ((uint32_t *)((base) + (off)))
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- keys and hashing ------------------------------------------------------- */
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+  uint32_t i, k, c;
+  for (i = 0; i < 256; i++) {
+    c = i;
+    for (k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    crc_table[i] = c;
+  }
+}
+
+/* zlib's crc32: Python readers compute the same with zlib.crc32, in C. */
+uint32_t sl_crc32(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint32_t c = 0xffffffffu;
+  pthread_once(&crc_once, crc_init);
+  while (n--) c = crc_table[(c ^ *s++) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
+
+size_t sl_store_key_str(char *out, const char *s, size_t len) {
+  out[0] = 's';
+  memcpy(out + 1, s, len);
+  return len + 1;
+}
+
+size_t sl_store_key_num(char *out, double d) {
+  if (d == 0) d = 0; /* -0 and 0 are one key */
+  out[0] = 'n';
+  memcpy(out + 1, &d, 8); /* little-endian on the platforms this runs on */
+  return 9;
+}
+
+/* ---- segments ----------------------------------------------------------------- */
+
+static sl_seg *seg_new(sl_store *s, const char *table, int type, uint32_t cap, size_t heap) {
+  sl_seg *g = calloc(1, sizeof *g);
+  int fd;
+  if (!g) return NULL;
+  g->gen = ++s->gen;
+  snprintf(g->path, sizeof g->path, "/dev/shm/slither.%d.%s.%s.%llu", s->pid, s->name, table,
+           (unsigned long long)g->gen);
+  g->size = HDR + (size_t)cap * 24 + heap;
+  fd = open(g->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    free(g);
+    return NULL;
+  }
+  if (ftruncate(fd, (off_t)g->size)) {
+    close(fd);
+    unlink(g->path);
+    free(g);
+    return NULL;
+  }
+  g->base = mmap(NULL, g->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (g->base == MAP_FAILED) {
+    unlink(g->path);
+    free(g);
+    return NULL;
+  }
+  *U32(g->base, H_MAGIC) = SL_SEG_MAGIC;
+  *U32(g->base, H_TYPE) = (uint32_t)type;
+  *U32(g->base, H_CAP) = cap;
+  *U64(g->base, H_HEAP_OFF) = HDR + (uint64_t)cap * 24;
+  *U64(g->base, H_HEAP_SIZE) = heap;
+  *U64(g->base, H_HEAP_USED) = 8; /* offset 0 is never used: a zero word means empty */
+  return g;
+}
+
+static void seg_free(sl_seg *g, int unlink_file) {
+  if (!g) return;
+  if (unlink_file) unlink(g->path);
+  munmap(g->base, g->size);
+  free(g);
+}
+
+static uint64_t *slot(const char *base, uint32_t i) { return U64(base, HDR + (size_t)i * 24); }
+
+/* Find the slot holding key, or (with insert) the empty slot where it would go.
+ * Returns the slot index, or -1. Readers call it without insert. */
+static int64_t seg_find(const char *base, uint32_t h, const char *key, size_t klen,
+                        int insert) {
+  uint32_t cap = LOAD_RLX(U32((char *)base, H_CAP));
+  const char *heap = base + LOAD_RLX(U64((char *)base, H_HEAP_OFF));
+  uint32_t i = h & (cap - 1), probes;
+  for (probes = 0; probes < cap; probes++, i = (i + 1) & (cap - 1)) {
+    uint64_t *sl = slot(base, i);
+    uint64_t kw = LOAD_ACQ(&sl[1]);
+    if (kw == 0) return insert ? (int64_t)i : -1;
+    if ((uint32_t)LOAD_RLX(&sl[0]) != h) continue;
+    if ((kw & 0xffffffffu) == klen && memcmp(heap + (kw >> 32), key, klen) == 0) return i;
+  }
+  return -1;
+}
+
+static int copy_out(sl_val *v, const char *p, size_t n) {
+  v->data = malloc(n ? n : 1);
+  if (!v->data) return SL_ENOMEM;
+  memcpy(v->data, p, n);
+  v->len = n;
+  return 0;
+}
+
+/* The values behind a value word: one, or a bag's list. */
+static int read_vals(const char *base, int type, uint64_t vw, sl_val **vals, size_t *n) {
+  const char *heap = base + LOAD_RLX(U64((char *)base, H_HEAP_OFF));
+  if (type != SL_TABLE_BAG) {
+    *vals = malloc(sizeof **vals);
+    if (!*vals) return SL_ENOMEM;
+    *n = 1;
+    return copy_out(*vals, heap + (vw >> 32), vw & 0xffffffffu);
+  } else {
+    const char *blob = heap + (vw >> 32);
+    uint32_t cnt, i;
+    memcpy(&cnt, blob, 4);
+    *vals = calloc(cnt ? cnt : 1, sizeof **vals);
+    if (!*vals) return SL_ENOMEM;
+    *n = cnt;
+    for (i = 0; i < cnt; i++) {
+      uint32_t off, len;
+      memcpy(&off, blob + 4 + 8 * i, 4);
+      memcpy(&len, blob + 8 + 8 * i, 4);
+      if (copy_out(&(*vals)[i], heap + off, len)) return SL_ENOMEM;
+    }
+    return 0;
+  }
+}
+
+void sl_store_vals_free(sl_val *vals, size_t n) {
+  size_t i;
+  if (!vals) return;
+  for (i = 0; i < n; i++) free(vals[i].data);
+  free(vals);
+}
+
+/* ---- directory: how Python readers find the current segments ------------------ */
+
+static void dir_write(sl_store *s) {
+  uint64_t *seq = U64(s->dir, 8);
+  int i;
+  STORE_REL(seq, LOAD_RLX(seq) + 1);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  for (i = 0; i < s->ntables; i++) {
+    char *e = s->dir + DIR_HDR + (size_t)i * DIR_ENTRY;
+    sl_seg *g = s->tables[i].cur;
+    memset(e, 0, DIR_ENTRY);
+    snprintf(e, 64, "%s", s->tables[i].name);
+    snprintf(e + 64, SL_SEG_PATH_MAX, "%s", g->path);
+    memcpy(e + 224, &g->gen, 8);
+    memcpy(e + 232, &s->tables[i].type, 4);
+  }
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  STORE_REL(seq, LOAD_RLX(seq) + 1);
+}
+
+int sl_store_create(sl_store *s, const char *name, int ntables, const char *const *names,
+                    const int *types, char *err, size_t errlen) {
+  int i, fd;
+  memset(s, 0, sizeof *s);
+  s->pid = (int)getpid();
+  snprintf(s->name, sizeof s->name, "%s", name);
+  pthread_mutex_init(&s->wlock, NULL);
+  s->tables = calloc((size_t)ntables, sizeof *s->tables);
+  if (!s->tables) return SL_ENOMEM;
+  s->ntables = ntables;
+  snprintf(s->dir_path, sizeof s->dir_path, "/dev/shm/slither.%d.%s", s->pid, name);
+  s->dir_size = DIR_HDR + (size_t)ntables * DIR_ENTRY;
+  fd = open(s->dir_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ftruncate(fd, (off_t)s->dir_size)) {
+    snprintf(err, errlen, "cannot create %s: %s", s->dir_path, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(s->tables);
+    return SL_EINVAL;
+  }
+  s->dir = mmap(NULL, s->dir_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (s->dir == MAP_FAILED) {
+    snprintf(err, errlen, "cannot map %s: %s", s->dir_path, strerror(errno));
+    unlink(s->dir_path);
+    free(s->tables);
+    return SL_EINVAL;
+  }
+  *U32(s->dir, 0) = SL_DIR_MAGIC;
+  *U32(s->dir, 4) = (uint32_t)ntables;
+  for (i = 0; i < ntables; i++) {
+    sl_table *t = &s->tables[i];
+    snprintf(t->name, sizeof t->name, "%s", names[i]);
+    t->type = types[i];
+    t->cur = seg_new(s, t->name, t->type, MIN_CAP, MIN_HEAP);
+    if (!t->cur) {
+      snprintf(err, errlen, "cannot create the segment of table '%s': %s", t->name,
+               strerror(errno));
+      sl_store_destroy(s);
+      return SL_ENOMEM;
+    }
+  }
+  dir_write(s);
+  return 0;
+}
+
+void sl_store_destroy(sl_store *s) {
+  int i;
+  sl_seg *g;
+  for (i = 0; i < s->ntables; i++) seg_free(s->tables[i].cur, 1);
+  while ((g = s->retired)) {
+    s->retired = g->next;
+    seg_free(g, 0);
+  }
+  if (s->dir && s->dir != MAP_FAILED) {
+    munmap(s->dir, s->dir_size);
+    unlink(s->dir_path);
+  }
+  free(s->tables);
+  s->tables = NULL;
+  s->ntables = 0;
+  pthread_mutex_destroy(&s->wlock);
+}
+
+int sl_store_table(const sl_store *s, const char *name) {
+  int i;
+  for (i = 0; i < s->ntables; i++)
+    if (strcmp(s->tables[i].name, name) == 0) return i;
+  return -1;
+}
+
+/* ---- reads ---------------------------------------------------------------------- */
+
+static sl_seg *current(sl_store *s, int t) { return LOAD_ACQ(&s->tables[t].cur); }
+
+static int get_in(const char *base, int type, const char *key, size_t klen, sl_val **vals,
+                  size_t *n) {
+  uint32_t h = sl_crc32(key, klen);
+  int64_t i = seg_find(base, h, key, klen, 0);
+  uint64_t vw;
+  *vals = NULL;
+  *n = 0;
+  if (i < 0) return 0;
+  vw = LOAD_ACQ(&slot(base, (uint32_t)i)[2]);
+  if (vw == 0) return 0;
+  if (read_vals(base, type, vw, vals, n)) return SL_ENOMEM;
+  return 1;
+}
+
+int sl_store_get(sl_store *s, int t, const char *key, size_t klen, sl_val **vals, size_t *n) {
+  sl_seg *g = current(s, t);
+  return get_in(g->base, s->tables[t].type, key, klen, vals, n);
+}
+
+int sl_store_get_many(sl_store *s, int t, const char *const *keys, const size_t *klens,
+                      size_t nkeys, sl_val **vals, size_t **counts) {
+  /* vals[i] is the list for key i; counts[i] its length (0: absent) */
+  sl_val **out = (sl_val **)vals;
+  size_t *cnt = calloc(nkeys ? nkeys : 1, sizeof *cnt);
+  size_t i;
+  if (!cnt) return SL_ENOMEM;
+  for (;;) {
+    sl_seg *g = current(s, t);
+    uint64_t s1 = LOAD_ACQ(U64(g->base, H_SEQ)), s2;
+    if (s1 & 1) continue; /* a multi-key write is running: it is short */
+    for (i = 0; i < nkeys; i++) {
+      if (get_in(g->base, s->tables[t].type, keys[i], klens[i], &out[i], &cnt[i]) < 0) {
+        free(cnt);
+        return SL_ENOMEM;
+      }
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    s2 = LOAD_RLX(U64(g->base, H_SEQ));
+    if (s1 == s2) break;
+    for (i = 0; i < nkeys; i++) sl_store_vals_free(out[i], cnt[i]), out[i] = NULL, cnt[i] = 0;
+  }
+  *counts = cnt;
+  return 0;
+}
+
+size_t sl_store_size(sl_store *s, int t) {
+  sl_seg *g = current(s, t);
+  return (size_t)LOAD_ACQ(U64(g->base, s->tables[t].type == SL_TABLE_BAG ? H_NVALS : H_COUNT));
+}
+
+typedef struct entry {
+  char *key;
+  size_t klen;
+  sl_val *vals;
+  size_t n;
+} entry;
+
+int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud) {
+  for (;;) {
+    sl_seg *g = current(s, t);
+    const char *base = g->base;
+    uint64_t s1 = LOAD_ACQ(U64(g->base, H_SEQ)), s2;
+    uint32_t cap = LOAD_RLX(U32(g->base, H_CAP)), i;
+    const char *heap = base + LOAD_RLX(U64(g->base, H_HEAP_OFF));
+    entry *es = NULL;
+    size_t ne = 0, ce = 0, k;
+    int stop = 0, rc = 0;
+    if (s1 & 1) continue;
+    for (i = 0; i < cap; i++) {
+      uint64_t *sl = slot(base, i);
+      uint64_t kw = LOAD_ACQ(&sl[1]), vw;
+      if (kw == 0) continue;
+      vw = LOAD_ACQ(&sl[2]);
+      if (vw == 0) continue;
+      if (ne == ce) {
+        entry *ne2 = realloc(es, (ce = ce ? 2 * ce : 64) * sizeof *es);
+        if (!ne2) { rc = SL_ENOMEM; break; }
+        es = ne2;
+      }
+      es[ne].klen = kw & 0xffffffffu;
+      es[ne].key = malloc(es[ne].klen + 1);
+      if (!es[ne].key) { rc = SL_ENOMEM; break; }
+      memcpy(es[ne].key, heap + (kw >> 32), es[ne].klen);
+      if (read_vals(base, s->tables[t].type, vw, &es[ne].vals, &es[ne].n)) {
+        free(es[ne].key);
+        rc = SL_ENOMEM;
+        break;
+      }
+      ne++;
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    s2 = LOAD_RLX(U64(g->base, H_SEQ));
+    if (rc == 0 && s1 == s2)
+      for (k = 0; k < ne && !stop; k++) stop = fn(ud, es[k].key, es[k].klen, es[k].vals, es[k].n);
+    for (k = 0; k < ne; k++) {
+      free(es[k].key);
+      sl_store_vals_free(es[k].vals, es[k].n);
+    }
+    free(es);
+    if (rc || s1 == s2) return rc;
+  }
+}
+
+/* ---- writes (under wlock) ---------------------------------------------------------- */
+
+static uint64_t heap_append(char *base, const void *p, size_t n) {
+  uint64_t used = *U64(base, H_HEAP_USED);
+  char *heap = base + *U64(base, H_HEAP_OFF);
+  memcpy(heap + used, p, n);
+  *U64(base, H_HEAP_USED) = (used + n + 7) & ~(uint64_t)7;
+  return used;
+}
+
+static size_t heap_free(const char *base) {
+  return (size_t)(*U64((char *)base, H_HEAP_SIZE) - *U64((char *)base, H_HEAP_USED));
+}
+
+/* Bytes one write may append: key, value, and a bag list of n+1 entries. */
+static size_t write_need(const char *base, int type, const sl_kv *kv) {
+  size_t need = kv->klen + kv->vlen + 16;
+  if (type == SL_TABLE_BAG) {
+    uint32_t h = sl_crc32(kv->key, kv->klen), cnt = 0;
+    int64_t i = seg_find(base, h, kv->key, kv->klen, 0);
+    if (i >= 0) {
+      uint64_t vw = slot(base, (uint32_t)i)[2];
+      if (vw) memcpy(&cnt, base + *U64((char *)base, H_HEAP_OFF) + (vw >> 32), 4);
+    }
+    need += 4 + 8 * ((size_t)cnt + 1) + 8;
+  }
+  return need;
+}
+
+/* Apply one put or delete to a segment that has room for it. */
+static void seg_apply(char *base, int type, const sl_kv *kv) {
+  uint32_t h = sl_crc32(kv->key, kv->klen);
+  int64_t i = seg_find(base, h, kv->key, kv->klen, 1);
+  uint64_t *sl, vw_old, vw;
+  char *heap = base + *U64(base, H_HEAP_OFF);
+  sl = slot(base, (uint32_t)i);
+  vw_old = sl[1] ? sl[2] : 0;
+  if (!kv->val) { /* delete */
+    if (!sl[1] || !vw_old) return;
+    STORE_REL(&sl[2], 0);
+    *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
+    STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) - 1);
+    if (type == SL_TABLE_BAG) {
+      uint32_t cnt;
+      memcpy(&cnt, heap + (vw_old >> 32), 4);
+      STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) - cnt);
+    } else {
+      STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) - 1);
+    }
+    return;
+  }
+  if (type == SL_TABLE_BAG) {
+    uint32_t cnt = 0, k, off;
+    char *blob;
+    size_t blen;
+    uint64_t boff;
+    if (vw_old) {
+      memcpy(&cnt, heap + (vw_old >> 32), 4);
+      for (k = 0; k < cnt; k++) { /* the same object twice is stored once */
+        uint32_t o, l;
+        memcpy(&o, heap + (vw_old >> 32) + 4 + 8 * k, 4);
+        memcpy(&l, heap + (vw_old >> 32) + 8 + 8 * k, 4);
+        if (l == kv->vlen && memcmp(heap + o, kv->val, l) == 0) return;
+      }
+    }
+    off = (uint32_t)heap_append(base, kv->val, kv->vlen);
+    blen = 4 + 8 * ((size_t)cnt + 1);
+    blob = malloc(blen);
+    if (!blob) return;
+    cnt++;
+    memcpy(blob, &cnt, 4);
+    if (vw_old) memcpy(blob + 4, heap + (vw_old >> 32) + 4, 8 * (size_t)(cnt - 1));
+    memcpy(blob + 4 + 8 * (cnt - 1), &off, 4);
+    {
+      uint32_t l = (uint32_t)kv->vlen;
+      memcpy(blob + 8 + 8 * (cnt - 1), &l, 4);
+    }
+    boff = heap_append(base, blob, blen);
+    free(blob);
+    vw = boff << 32 | blen;
+    if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
+    STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + 1);
+  } else {
+    uint64_t off = heap_append(base, kv->val, kv->vlen);
+    vw = off << 32 | kv->vlen;
+    if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
+    else STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + 1);
+  }
+  if (sl[1]) {
+    STORE_REL(&sl[2], vw);
+    if (!vw_old) STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) + 1);
+    return;
+  }
+  {
+    /* a new key: its bytes and value first, the key word last publishes it */
+    uint64_t koff = heap_append(base, kv->key, kv->klen);
+    STORE_REL(&sl[0], (uint64_t)h);
+    STORE_REL(&sl[2], vw);
+    STORE_REL(&sl[1], koff << 32 | kv->klen);
+    *U64(base, H_USED_SLOTS) += 1;
+    STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) + 1);
+  }
+}
+
+/* A new segment for table t with the live entries of g and room for more. */
+static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t extra_bytes) {
+  const char *base = g->base;
+  uint32_t cap = *U32((char *)base, H_CAP), i, ncap = MIN_CAP;
+  uint64_t live_keys = *U64((char *)base, H_COUNT);
+  size_t heap_live = (size_t)(*U64((char *)base, H_HEAP_USED) - *U64((char *)base, H_GARBAGE));
+  size_t nheap;
+  const char *heap = base + *U64((char *)base, H_HEAP_OFF);
+  int type = s->tables[t].type;
+  sl_seg *n;
+  while ((size_t)ncap < (live_keys + extra_slots + 1) * 2) ncap *= 2;
+  nheap = (heap_live + extra_bytes) * 2;
+  if (nheap < MIN_HEAP) nheap = MIN_HEAP;
+  n = seg_new(s, s->tables[t].name, type, ncap, nheap);
+  if (!n) return NULL;
+  for (i = 0; i < cap; i++) {
+    uint64_t *sl = slot(base, i);
+    uint64_t kw = sl[1], vw = sl[2];
+    sl_kv kv;
+    if (!kw || !vw) continue;
+    kv.key = heap + (kw >> 32);
+    kv.klen = kw & 0xffffffffu;
+    if (type == SL_TABLE_BAG) {
+      uint32_t cnt, k;
+      memcpy(&cnt, heap + (vw >> 32), 4);
+      for (k = 0; k < cnt; k++) {
+        uint32_t o, l;
+        memcpy(&o, heap + (vw >> 32) + 4 + 8 * k, 4);
+        memcpy(&l, heap + (vw >> 32) + 8 + 8 * k, 4);
+        kv.val = heap + o;
+        kv.vlen = l;
+        seg_apply(n->base, type, &kv);
+      }
+    } else {
+      kv.val = heap + (vw >> 32);
+      kv.vlen = vw & 0xffffffffu;
+      seg_apply(n->base, type, &kv);
+    }
+  }
+  return n;
+}
+
+static void reap_retired(sl_store *s) {
+  sl_seg **pp = &s->retired;
+  double now = now_ms();
+  while (*pp) {
+    sl_seg *g = *pp;
+    if (now - g->retired_at > GRACE_MS) {
+      *pp = g->next;
+      seg_free(g, 0);
+    } else {
+      pp = &g->next;
+    }
+  }
+}
+
+static void retire(sl_store *s, sl_seg *old) {
+  STORE_REL(U32(old->base, H_RETIRED), 1);
+  unlink(old->path); /* mappings stay valid; new readers go through the directory */
+  old->retired_at = now_ms();
+  old->next = s->retired;
+  s->retired = old;
+}
+
+/* Make room in t's segment for writes; swap in a bigger or compacted one. */
+static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n) {
+  sl_seg *g = s->tables[t].cur, *ng;
+  char *base = g->base;
+  size_t need = 0, i;
+  uint64_t cap = *U32(base, H_CAP), used = *U64(base, H_USED_SLOTS);
+  uint64_t garbage = *U64(base, H_GARBAGE), heap_used = *U64(base, H_HEAP_USED);
+  for (i = 0; i < n; i++)
+    if (kv[i].val) need += write_need(base, s->tables[t].type, &kv[i]);
+  /* Reclaim when over half the heap is dead: a table rewritten forever stays
+   * within about twice its live size. */
+  if ((used + n + 1) * 2 <= cap && need <= heap_free(base) &&
+      !(garbage > heap_used / 2 && garbage > MIN_HEAP))
+    return 0;
+  ng = rebuild(s, t, g, n, need);
+  if (!ng) return SL_ENOMEM;
+  STORE_REL(&s->tables[t].cur, ng);
+  dir_write(s);
+  retire(s, g);
+  return 0;
+}
+
+int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
+  int rc;
+  size_t i;
+  char *base;
+  uint64_t *seq;
+  pthread_mutex_lock(&s->wlock);
+  reap_retired(s);
+  rc = ensure_room(s, t, kv, n);
+  if (rc) {
+    pthread_mutex_unlock(&s->wlock);
+    return rc;
+  }
+  base = s->tables[t].cur->base;
+  seq = U64(base, H_SEQ);
+  if (n > 1) {
+    STORE_REL(seq, *seq + 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  }
+  for (i = 0; i < n; i++) seg_apply(base, s->tables[t].type, &kv[i]);
+  if (n > 1) STORE_REL(seq, *seq + 1);
+  s->tables[t].version++;
+  pthread_mutex_unlock(&s->wlock);
+  return 0;
+}
+
+int sl_store_clear(sl_store *s, int t) {
+  sl_seg *g, *ng;
+  pthread_mutex_lock(&s->wlock);
+  g = s->tables[t].cur;
+  ng = seg_new(s, s->tables[t].name, s->tables[t].type, MIN_CAP, MIN_HEAP);
+  if (!ng) {
+    pthread_mutex_unlock(&s->wlock);
+    return SL_ENOMEM;
+  }
+  STORE_REL(&s->tables[t].cur, ng);
+  dir_write(s);
+  retire(s, g);
+  s->tables[t].version++;
+  pthread_mutex_unlock(&s->wlock);
+  return 0;
+}
+
+/* ---- reload ---------------------------------------------------------------------- */
+
+int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh) {
+  int i;
+  sh->segs = calloc((size_t)s->ntables, sizeof *sh->segs);
+  if (!sh->segs) return SL_ENOMEM;
+  pthread_mutex_lock(&s->wlock);
+  for (i = 0; i < s->ntables; i++) {
+    sh->segs[i] = seg_new(s, s->tables[i].name, s->tables[i].type, MIN_CAP, MIN_HEAP);
+    if (!sh->segs[i]) {
+      pthread_mutex_unlock(&s->wlock);
+      sl_store_shadow_abort(s, sh);
+      return SL_ENOMEM;
+    }
+  }
+  pthread_mutex_unlock(&s->wlock);
+  return 0;
+}
+
+int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n) {
+  size_t i, need = 0;
+  sl_seg *g;
+  pthread_mutex_lock(&s->wlock);
+  g = sh->segs[t];
+  for (i = 0; i < n; i++)
+    if (kv[i].val) need += write_need(g->base, s->tables[t].type, &kv[i]);
+  if ((*U64(g->base, H_USED_SLOTS) + n + 1) * 2 > *U32(g->base, H_CAP) ||
+      need > heap_free(g->base)) {
+    sl_seg *ng = rebuild(s, t, g, n, need); /* nobody reads a shadow: no grace needed */
+    if (!ng) {
+      pthread_mutex_unlock(&s->wlock);
+      return SL_ENOMEM;
+    }
+    seg_free(g, 1);
+    sh->segs[t] = g = ng;
+  }
+  for (i = 0; i < n; i++) seg_apply(g->base, s->tables[t].type, &kv[i]);
+  pthread_mutex_unlock(&s->wlock);
+  return 0;
+}
+
+void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh) {
+  int i;
+  sl_seg **old = calloc((size_t)s->ntables, sizeof *old);
+  pthread_mutex_lock(&s->wlock);
+  for (i = 0; i < s->ntables; i++) {
+    if (old) old[i] = s->tables[i].cur;
+    STORE_REL(&s->tables[i].cur, sh->segs[i]);
+    s->tables[i].version++;
+  }
+  dir_write(s); /* Python readers switch every table at once */
+  for (i = 0; i < s->ntables; i++)
+    if (old && old[i]) retire(s, old[i]);
+  pthread_mutex_unlock(&s->wlock);
+  free(old);
+  free(sh->segs);
+  sh->segs = NULL;
+}
+
+void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh) {
+  int i;
+  if (!sh->segs) return;
+  for (i = 0; i < s->ntables; i++) seg_free(sh->segs[i], 1);
+  free(sh->segs);
+  sh->segs = NULL;
+}
+
+size_t sl_store_bytes(sl_store *s) {
+  size_t n = 0;
+  int i;
+  sl_seg *g;
+  pthread_mutex_lock(&s->wlock);
+  for (i = 0; i < s->ntables; i++) n += s->tables[i].cur->size;
+  for (g = s->retired; g; g = g->next) n += g->size;
+  pthread_mutex_unlock(&s->wlock);
+  return n;
+}

@@ -1,0 +1,131 @@
+/* store.h: engine-owned tables in shared memory, read without locks.
+ *
+ * Each table lives in one segment: a file in /dev/shm mapped by the engine
+ * read-write and by Python workers read-only. The segment is laid out with
+ * offsets, never pointers:
+ *
+ *   header (128 bytes)   magic, type, seq, retired, cap, count, heap offset/size...
+ *   slots  cap x 24      { hash, key word, value word }, each an atomic u64
+ *   heap                 key and value bytes, append-only
+ *
+ * A key or value word packs (offset << 32 | length) into the heap. The heap is
+ * append-only: bytes are written before the word that publishes them (a release
+ * store), so a reader that loads a word (acquire) always finds whole bytes, and
+ * single reads need no lock and no retry. A key word of 0 is an empty slot; a value
+ * word of 0 is a deleted key. A bag's value word points at a list blob
+ * ([u32 n][u32 off, u32 len]...), replaced whole on each change.
+ *
+ * Writes are serialized by a mutex per store. A write that spans keys (put_many)
+ * runs inside the header's sequence counter (odd while writing): a reader of
+ * several keys (get_many) retries when it changed, so it sees all of a put_many or
+ * none of it. Space is reclaimed by writing a new segment with only the live
+ * entries and swapping it in (the same move as reload); the old segment is marked
+ * retired, unlinked, and unmapped after a grace period, so a reader holding it
+ * still reads a whole, older snapshot.
+ *
+ * Keys are strings ('s' + bytes) or numbers ('n' + 8-byte double); values are
+ * encoded bytes (a pickle of a plain value, see codec.h), decoded by the reader. */
+#ifndef SL_STORE_H
+#define SL_STORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { SL_TABLE_SET = 0, SL_TABLE_ORDERED_SET = 1, SL_TABLE_BAG = 2 };
+
+#define SL_SEG_MAGIC 0x31544c53u /* "SLT1" */
+#define SL_DIR_MAGIC 0x31444c53u /* "SLD1" */
+#define SL_STORE_NAME_MAX 64
+#define SL_SEG_PATH_MAX 160
+
+typedef struct sl_seg {
+  char *base;
+  size_t size;
+  uint64_t gen;
+  char path[SL_SEG_PATH_MAX];
+  double retired_at; /* ms; 0 while current */
+  struct sl_seg *next;
+} sl_seg;
+
+typedef struct sl_table {
+  char name[SL_STORE_NAME_MAX];
+  int type;
+  sl_seg *cur; /* atomic: readers load it with acquire */
+  uint64_t version; /* bumped by every write (ordered iteration caches on it) */
+} sl_table;
+
+typedef struct sl_store {
+  char name[SL_STORE_NAME_MAX];
+  int ntables;
+  sl_table *tables;
+  pthread_mutex_t wlock;
+  sl_seg *retired;      /* waiting for their grace period, writer-owned */
+  char dir_path[SL_SEG_PATH_MAX];
+  char *dir;            /* directory mapping, for Python readers */
+  size_t dir_size;
+  uint64_t gen;         /* last generation handed out */
+  int pid;
+} sl_store;
+
+/* A value read: bytes copied out (the caller frees vals[i].data via sl_store_vals_free). */
+typedef struct sl_val {
+  char *data;
+  size_t len;
+} sl_val;
+
+/* Create a store with tables (names and types). Returns 0 or an SL_E* code. */
+int sl_store_create(sl_store *s, const char *name, int ntables, const char *const *names,
+                    const int *types, char *err, size_t errlen);
+/* Unlink and unmap everything. No reader may use the store afterwards. */
+void sl_store_destroy(sl_store *s);
+int sl_store_table(const sl_store *s, const char *name); /* index or -1 */
+
+/* Encode a key: 's' + bytes or 'n' + double. out must hold len + 1 (or 9) bytes. */
+size_t sl_store_key_str(char *out, const char *s, size_t len);
+size_t sl_store_key_num(char *out, double d);
+uint32_t sl_crc32(const void *p, size_t n);
+
+/* ---- reads: any thread, never block, never see a torn value ---- */
+
+/* get: 1 and the value(s) (a bag may give several; *n set), 0 when absent. */
+int sl_store_get(sl_store *s, int t, const char *key, size_t klen, sl_val **vals, size_t *n);
+void sl_store_vals_free(sl_val *vals, size_t n);
+/* Several keys seen at one instant: retries while a multi-key write runs. */
+int sl_store_get_many(sl_store *s, int t, const char *const *keys, const size_t *klens,
+                      size_t nkeys, sl_val **vals, size_t **counts);
+size_t sl_store_size(sl_store *s, int t);
+
+/* Visit every live entry (keys and values copied out). Stops when fn returns
+ * non-zero. A consistent snapshot: retries while a multi-key write runs. */
+typedef int (*sl_store_visit_fn)(void *ud, const char *key, size_t klen, const sl_val *vals,
+                                 size_t n);
+int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud);
+
+/* ---- writes: serialized by the store's mutex ---- */
+
+typedef struct sl_kv {
+  const char *key;
+  size_t klen;
+  const char *val; /* NULL: delete */
+  size_t vlen;
+} sl_kv;
+
+/* Apply writes to one table as one step: readers of several keys see all or none.
+ * For a bag, a put adds the value (unless the same bytes are there already). */
+int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n);
+int sl_store_clear(sl_store *s, int t);
+
+/* Reload: fill fresh segments, then swap every table at once. */
+typedef struct sl_store_shadow {
+  sl_seg **segs; /* one new segment per table, not yet visible */
+} sl_store_shadow;
+int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh);
+int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n);
+void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
+void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh);
+
+/* Bytes the store's segments hold in /dev/shm (current and retired). */
+size_t sl_store_bytes(sl_store *s);
+
+#endif

@@ -1,0 +1,178 @@
+"""Direct reads of the engine's store through shared memory (see engine/store.h).
+
+    features = slither_worker.store("features")
+    features.get("features", "user:42")        # -> {"tier": "gold"} or None
+    features.get_many("features", ["a", "b"])  # one consistent snapshot
+    features.size("features")
+
+No message goes to the engine: the worker maps each table's segment read-only and
+follows the same rules as the engine's own readers. Words are read whole (8-byte
+aligned loads are atomic on the platforms Slither runs on) and bytes behind a
+published word never change, so a single read needs no lock. A segment replaced by
+reload or compaction is marked retired; the next read finds the new one through
+the store's directory.
+"""
+import mmap
+import os
+import pickle
+import struct
+import zlib
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SLOT = struct.Struct("<QQQ")
+_DIR_ENTRY = 256
+_DIR_HDR = 64
+_SEG_MAGIC = 0x31544C53
+_DIR_MAGIC = 0x31444C53
+BAG = 2
+
+_stores = {}
+
+
+def _engine_pid():
+    pid = os.environ.get("SLITHER_PARENT_PID")
+    return int(pid) if pid else os.getppid()
+
+
+def store(name):
+    """The engine's store `name`. KeyError names it when no such store runs."""
+    s = _stores.get(name)
+    if s is None:
+        s = _stores[name] = StoreReader(name)
+    elif not os.path.exists(s.dir_path):
+        _stores.pop(name, None)
+        raise KeyError(f"no store named {name!r} is running in the engine")
+    return s
+
+
+def _key(key):
+    if isinstance(key, str):
+        return b"s" + key.encode()
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        return b"n" + struct.pack("<d", float(key) + 0.0)
+    if isinstance(key, bytes):
+        return b"s" + key
+    raise TypeError(f"store keys are str or numbers, got {type(key).__name__}")
+
+
+class _Table:
+    __slots__ = ("mm", "type", "cap", "heap", "path")
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        if _U32.unpack_from(self.mm, 0)[0] != _SEG_MAGIC:
+            raise OSError(f"{path} is not a Slither table segment")
+        self.type = _U32.unpack_from(self.mm, 4)[0]
+        self.cap = _U32.unpack_from(self.mm, 20)[0]
+        self.heap = _U64.unpack_from(self.mm, 32)[0]
+        self.path = path
+
+
+class StoreReader:
+    def __init__(self, name):
+        self.name = name
+        self.dir_path = f"/dev/shm/slither.{_engine_pid()}.{name}"
+        try:
+            with open(self.dir_path, "rb") as f:
+                self.dir = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        except FileNotFoundError:
+            raise KeyError(f"no store named {name!r} is running in the engine") from None
+        if _U32.unpack_from(self.dir, 0)[0] != _DIR_MAGIC:
+            raise KeyError(f"{self.dir_path} is not a Slither store")
+        self.tables = {}
+
+    def _lookup_dir(self, table):
+        """The current segment path of `table`, read under the directory's seqlock."""
+        d = self.dir
+        while True:
+            s1 = _U64.unpack_from(d, 8)[0]
+            if s1 & 1:
+                continue
+            n = _U32.unpack_from(d, 4)[0]
+            path = None
+            for i in range(n):
+                off = _DIR_HDR + i * _DIR_ENTRY
+                nm = d[off:off + 64].split(b"\0", 1)[0].decode()
+                if nm == table:
+                    path = d[off + 64:off + 224].split(b"\0", 1)[0].decode()
+                    break
+            if _U64.unpack_from(d, 8)[0] == s1:
+                if path is None:
+                    raise KeyError(f"store {self.name!r} has no table {table!r}")
+                return path
+
+    def _table(self, table):
+        t = self.tables.get(table)
+        if t is not None and not _U32.unpack_from(t.mm, 16)[0]:
+            return t
+        if not os.path.exists(self.dir_path):
+            raise KeyError(f"store {self.name!r} has stopped")
+        while True:
+            path = self._lookup_dir(table)
+            try:
+                t = _Table(path)
+            except FileNotFoundError:
+                continue  # replaced between the directory read and the open
+            old = self.tables.get(table)
+            self.tables[table] = t
+            if old is not None:
+                old.mm.close()
+            return t
+
+    def _find(self, t, kb):
+        """The value word for key bytes kb in table t, or 0."""
+        mm, cap, heap = t.mm, t.cap, t.heap
+        h = zlib.crc32(kb)
+        i = h & (cap - 1)
+        klen = len(kb)
+        unpack = _SLOT.unpack_from
+        for _ in range(cap):
+            hw, kw, vw = unpack(mm, 128 + i * 24)
+            if kw == 0:
+                return 0
+            if (hw & 0xFFFFFFFF) == h and (kw & 0xFFFFFFFF) == klen:
+                off = heap + (kw >> 32)
+                if mm[off:off + klen] == kb:
+                    # the value word again, after the key: it is the freshest
+                    return _U64.unpack_from(mm, 128 + i * 24 + 16)[0]
+            i = (i + 1) & (cap - 1)
+        return 0
+
+    def _values(self, t, vw):
+        mm, heap = t.mm, t.heap
+        off, ln = vw >> 32, vw & 0xFFFFFFFF
+        if t.type != BAG:
+            return pickle.loads(mm[heap + off:heap + off + ln])
+        cnt = _U32.unpack_from(mm, heap + off)[0]
+        out = []
+        for k in range(cnt):
+            o = _U32.unpack_from(mm, heap + off + 4 + 8 * k)[0]
+            n = _U32.unpack_from(mm, heap + off + 8 + 8 * k)[0]
+            out.append(pickle.loads(mm[heap + o:heap + o + n]))
+        return out
+
+    def get(self, table, key, default=None):
+        t = self._table(table)
+        vw = self._find(t, _key(key))
+        if not vw:
+            return [] if t.type == BAG else default
+        return self._values(t, vw)
+
+    def get_many(self, table, keys):
+        """Values of several keys seen at one instant (a put_many is all or nothing)."""
+        kbs = [_key(k) for k in keys]
+        while True:
+            t = self._table(table)
+            s1 = _U64.unpack_from(t.mm, 8)[0]
+            if s1 & 1:
+                continue
+            words = [self._find(t, kb) for kb in kbs]
+            out = [self._values(t, w) if w else ([] if t.type == BAG else None) for w in words]
+            if _U64.unpack_from(t.mm, 8)[0] == s1:
+                return out
+
+    def size(self, table):
+        t = self._table(table)
+        return _U64.unpack_from(t.mm, 56 if t.type == BAG else 24)[0]
