@@ -21,6 +21,13 @@ local M = {}
 
 local coerce = item_mod.coerce
 
+-- A source may return AGAIN: "no item right now, ask me later". A stream whose
+-- input says so, and that has nothing in flight, returns AGAIN to its consumer in
+-- turn. Pipes use it so a router upstream can hand routed items on before more
+-- input is pulled; plain sources never return it.
+local AGAIN = setmetatable({}, { __tostring = function() return "slither.dispatch.AGAIN" end })
+M.AGAIN = AGAIN
+
 -- Live counters over every dispatch of this engine.
 local counters = { batches_in_flight = 0, items_waiting = 0, runs = 0 }
 
@@ -201,7 +208,7 @@ local function make_source(fname, src)
   if type(src) == "function" then
     return function()
       local v = src()
-      if v == nil then return nil end
+      if v == nil or v == AGAIN then return v end
       return coerce(v)
     end
   end
@@ -210,7 +217,7 @@ local function make_source(fname, src)
     if mt and mt.__call then
       return function()
         local v = src()
-        if v == nil then return nil end
+        if v == nil or v == AGAIN then return v end
         return coerce(v)
       end
     end
@@ -232,6 +239,10 @@ local function fixed_batches(next_item, o)
     while n < size do
       local it = next_item()
       if it == nil then break end
+      if it == AGAIN then
+        if n == 0 then return AGAIN end
+        break
+      end
       n = n + 1
       b[n] = it
     end
@@ -251,6 +262,10 @@ local function weighted_batches(next_item, o)
       local it = held or next_item()
       held = nil
       if it == nil then break end
+      if it == AGAIN then
+        if n == 0 then return AGAIN end
+        break
+      end
       local iw = wfn(it)
       if type(iw) ~= "number" or iw < 0 then
         error("dispatch: weight_fn must return a number >= 0, got " .. tostring(iw), 0)
@@ -291,6 +306,7 @@ local function key_batches(next_item, o, run_session)
     while not done do
       local it = next_item()
       if it == nil then done = true break end
+      if it == AGAIN then return AGAIN end
       local key = kfn(it)
       if key == nil then error("dispatch: key_fn returned nil for item " .. it.id, 0) end
       local b = buffers[key]
@@ -345,7 +361,7 @@ local function new_run(fname, source, opts)
     local seq_of = self.seq_of
     next_item = function()
       local it = raw()
-      if it ~= nil then
+      if it ~= nil and it ~= AGAIN then
         seq = seq + 1
         seq_of[it] = seq
       end
@@ -359,6 +375,7 @@ local function new_run(fname, source, opts)
     end
     self.next_batch = function()
       local b = it()
+      if b == AGAIN then return b end
       if b ~= nil and type(b) ~= "table" then
         error("dispatch: the strategy returned a " .. type(b) .. " instead of a batch", 0)
       end
@@ -388,6 +405,9 @@ end
 
 -- Block (yielding the task, or running the loop) until something finished.
 function Run:wait()
+  -- A pipe stage waiting for its batches first lets the stage before it launch
+  -- batches of its own, so both stages have work in Python at once.
+  if self.on_wait then self.on_wait() end
   local seen = self.progress
   task.await(function(cb)
     if self.progress ~= seen then cb() else self.waker = cb end
@@ -609,6 +629,10 @@ function Run:fill()
       self.exhausted = true
       break
     end
+    if b == AGAIN then
+      self.starved = true
+      break
+    end
     self.launched = self.launched + 1
     self.report.batches = self.report.batches + 1
     self.inflight = self.inflight + 1
@@ -723,7 +747,9 @@ function M.stream(source, opts)
         run:release()
         return nil
       end
+      run.starved = false
       run:fill()
+      if head > tail and run.inflight == 0 and run.starved then return AGAIN end
       if head > tail and not run:finished() then run:wait() end
     end
   end
@@ -741,6 +767,16 @@ end
 
 function Stream:report()
   return self.run.report
+end
+
+-- Launch what the window allows without waiting for anything (pipes call it on
+-- the stage upstream of one that is about to wait).
+function Stream:prefetch()
+  local run = self.run
+  if not run.halted and not run.closed and not run.exhausted then
+    run.starved = false
+    run:fill()
+  end
 end
 
 function Stream:stats()

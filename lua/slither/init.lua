@@ -21,6 +21,12 @@ local slither = {
   store = require("slither.store"),
 }
 
+local pipe_mod = require("slither.pipe")
+slither.pipe = pipe_mod.pipe
+slither.run_pipe = pipe_mod.run_pipe
+slither.stream_pipe = pipe_mod.stream_pipe
+slither.skip = pipe_mod.skip
+
 -- Milliseconds on a monotonic clock.
 function slither.now()
   return core.now()

@@ -1,0 +1,581 @@
+-- slither.pipe: a named flow of stages whose items land in named outputs.
+--
+--   local Score = slither.pipe("score", function(p)
+--     p:store(Features)
+--     p:stage("prepare", "lua", { handler = function(item, ctx) return { text = item.payload } end })
+--     p:stage("predict", "python", { module = "my_model", ["function"] = "predict_batch" })
+--     p:stage("route", "router", { routes = {
+--       { function(item) return item.payload.score >= 0.8 end, "accept" } } })
+--     p:output("accept")
+--     p:on_error("predict", "skip")
+--   end)
+--   local outputs, report = slither.run_pipe(Score, input, { session = "run-1" })
+--
+-- The stages form a pull chain: the consumer pulls from the last stage, each stage
+-- pulls from the one before it, and a Python stage is a dispatch stream that keeps
+-- its batches in flight while the stages around it work. Input is pulled only as
+-- fast as results leave, so memory is bounded by the stages' in-flight limits.
+-- A router hands routed items to the consumer through a side queue; when that
+-- queue is full the chain answers AGAIN, so the consumer drains it before any more
+-- input is pulled.
+local core = require("slither.core")
+local task = require("slither.task")
+local item_mod = require("slither.item")
+local dispatch = require("slither.dispatch")
+local store_mod = require("slither.store")
+local telemetry = require("slither.telemetry")
+
+local M = {}
+local AGAIN = dispatch.AGAIN
+local coerce = item_mod.coerce
+
+local SIDE_MAX = 64 -- routed items held for the consumer before the chain pauses
+
+-- slither.skip(reason): returned by a Lua handler (as the second value after nil,
+-- or alone) to drop an item on purpose.
+local Skip = {}
+Skip.__index = Skip
+function M.skip(reason)
+  return setmetatable({ reason = reason }, Skip)
+end
+
+local Pipe = {}
+Pipe.__index = Pipe
+local Builder = {}
+Builder.__index = Builder
+
+local KINDS = { lua = true, python = true, router = true }
+local LUA_OPTS = { handler = true, batch_handler = true, cardinality = true, batch_size = true }
+local ROUTER_OPTS = { routes = true }
+
+local function bad(pipe, fmt, ...)
+  error("slither.pipe '" .. pipe .. "': " .. string.format(fmt, ...), 4)
+end
+
+function Builder:store(def)
+  if type(def) ~= "table" or type(def.name) ~= "string" or type(def.tables) ~= "table" then
+    bad(self.name, "p:store expects a definition from slither.store.define")
+  end
+  self.stores[#self.stores + 1] = def
+end
+
+function Builder:stage(name, kind, opts)
+  if type(name) ~= "string" or name == "" then bad(self.name, "a stage needs a name") end
+  if self.by_name[name] then bad(self.name, "two stages are named '%s'", name) end
+  if not KINDS[kind] then
+    bad(self.name, "stage '%s' has unknown kind '%s' (expected lua, python or router)", name,
+      tostring(kind))
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then bad(self.name, "stage '%s': options must be a table", name) end
+  local st = { name = name, kind = kind, opts = opts, index = #self.stages + 1 }
+  if kind == "lua" then
+    for k in pairs(opts) do
+      if not LUA_OPTS[k] then bad(self.name, "stage '%s': unknown option '%s'", name, tostring(k)) end
+    end
+    if not opts.handler and not opts.batch_handler then
+      bad(self.name, "lua stage '%s' needs a handler or a batch_handler", name)
+    end
+    if opts.handler and type(opts.handler) ~= "function" or
+        opts.batch_handler and type(opts.batch_handler) ~= "function" then
+      bad(self.name, "lua stage '%s': handler must be a function", name)
+    end
+    if opts.cardinality ~= nil and opts.cardinality ~= "one" and opts.cardinality ~= "many" then
+      bad(self.name, "lua stage '%s': cardinality must be \"one\" or \"many\"", name)
+    end
+  elseif kind == "python" then
+    if type(opts.module) ~= "string" then bad(self.name, "python stage '%s' needs a module", name) end
+    if type(opts["function"]) ~= "string" then
+      bad(self.name, "python stage '%s' needs a function", name)
+    end
+    if opts.on_error ~= nil then
+      bad(self.name, "python stage '%s': set its error policy with p:on_error", name)
+    end
+    -- every other option is a dispatch option: check them now, by name and type
+    local probe = {}
+    for k, v in pairs(opts) do probe[k] = v end
+    probe.pool, probe.executor = nil, function() end
+    probe.module, probe["function"] = nil, nil
+    local ok, e = pcall(dispatch._check_options, "stage '" .. name .. "'", probe)
+    if not ok then bad(self.name, "%s", tostring(e):gsub("^.-stage '", "stage '")) end
+  else
+    for k in pairs(opts) do
+      if not ROUTER_OPTS[k] then bad(self.name, "stage '%s': unknown option '%s'", name, tostring(k)) end
+    end
+    if type(opts.routes) ~= "table" or #opts.routes == 0 then
+      bad(self.name, "router '%s' needs a list of routes { predicate, output }", name)
+    end
+    for i, r in ipairs(opts.routes) do
+      if type(r) ~= "table" or type(r[1]) ~= "function" or type(r[2]) ~= "string" then
+        bad(self.name, "router '%s': route %d must be { function(item) ... end, \"output\" }",
+          name, i)
+      end
+    end
+  end
+  self.stages[#self.stages + 1] = st
+  self.by_name[name] = st
+end
+
+function Builder:output(name)
+  if type(name) ~= "string" or name == "" then bad(self.name, "an output needs a name") end
+  if self.outputs[name] then bad(self.name, "output '%s' is declared twice", name) end
+  self.outputs[name] = true
+  self.output_list[#self.output_list + 1] = name
+end
+
+local function check_policy(pipe, stage, p)
+  if p == "halt" or p == "skip" then return end
+  if type(p) == "table" then
+    if p.route ~= nil then
+      if type(p.route) ~= "string" then
+        bad(pipe, "on_error for '%s': route names an output, got %s", stage, type(p.route))
+      end
+      return
+    end
+    if p.retry then return end
+  end
+  bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", { route = \"output\" } or " ..
+    "{ retry = {...}, fallback = ... }", stage)
+end
+
+function Builder:on_error(stage, policy)
+  if stage ~= "*" and not self.by_name[stage] then
+    -- stages may be declared later: checked when the pipe is complete
+    self.pending_errors[#self.pending_errors + 1] = stage
+  end
+  check_policy(self.name, stage, policy)
+  self.policies[stage] = policy
+end
+
+-- slither.pipe(name, fn(p)) -> Pipe, checked when built.
+function M.pipe(name, build)
+  if type(name) ~= "string" or name == "" then error("slither.pipe: expected a name", 2) end
+  if type(build) ~= "function" then error("slither.pipe: expected a builder function", 2) end
+  local b = setmetatable({ name = name, stages = {}, by_name = {}, outputs = {}, output_list = {},
+                           policies = {}, stores = {}, pending_errors = {} }, Builder)
+  build(b)
+  if #b.stages == 0 then error("slither.pipe '" .. name .. "': no stages", 2) end
+  for _, s in ipairs(b.pending_errors) do
+    if not b.by_name[s] then
+      error("slither.pipe '" .. name .. "': on_error names unknown stage '" .. s .. "'", 2)
+    end
+  end
+  local function check_output(stage, out)
+    if out ~= "default" and not b.outputs[out] then
+      error(string.format("slither.pipe '%s': stage '%s' routes to undeclared output '%s'",
+        name, stage, out), 3)
+    end
+  end
+  for _, st in ipairs(b.stages) do
+    if st.kind == "router" then
+      for _, r in ipairs(st.opts.routes) do check_output(st.name, r[2]) end
+    end
+  end
+  for stage, p in pairs(b.policies) do
+    if type(p) == "table" and type(p.route) == "string" then check_output(stage, p.route) end
+    if type(p) == "table" and type(p.fallback) == "table" and type(p.fallback.route) == "string" then
+      check_output(stage, p.fallback.route)
+    end
+  end
+  return setmetatable({ name = name, stages = b.stages, outputs = b.outputs,
+                        output_list = b.output_list, policies = b.policies,
+                        stores = b.stores }, Pipe)
+end
+
+-- ---- running ------------------------------------------------------------------
+
+local run_seq = 0
+
+local function event(name, m, md)
+  if telemetry.listening(name) then telemetry.execute(name, m, md) end
+end
+
+local function policy_of(pipe, stage)
+  return pipe.policies[stage] or pipe.policies["*"] or "halt"
+end
+
+-- Raised (as an error value) to halt a run.
+local Halt = {}
+Halt.__index = Halt
+Halt.__tostring = function(e) return "pipe halted: " .. tostring(e.message) end
+
+local function halt(err)
+  error(setmetatable(err, Halt), 0)
+end
+
+local function stage_error(stage, kind, message, item)
+  return { kind = kind, stage = stage, message = message, item_id = item and item.id }
+end
+
+-- A running pipe: the chain of stage pulls, the side queue, counts.
+local function new_run(pipe, input, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("slither.run_pipe: options must be a table", 3) end
+  for k in pairs(opts) do
+    if k ~= "session" and k ~= "metadata" then
+      error("slither.run_pipe: unknown option '" .. tostring(k) .. "' (expected session, metadata)", 3)
+    end
+  end
+  run_seq = run_seq + 1
+  local r = {
+    pipe = pipe,
+    id = string.format("%s-%d-%x", pipe.name, run_seq, math.random(0, 2 ^ 30)),
+    metadata = opts.metadata or {},
+    side = {}, side_head = 1, side_tail = 0,
+    counts = {}, routing = {}, stores = {}, pools = {}, streams = {},
+  }
+  r.session = opts.session or ("pipe:" .. r.id)
+  for _, def in ipairs(pipe.stores) do
+    local s = store_mod.get(def.name)
+    if not s then
+      local err
+      s, err = store_mod.start(def)
+      if not s then error("slither.run_pipe: store '" .. def.name .. "' failed to start: " ..
+        tostring(err and err.message), 3) end
+    end
+    r.stores[def.name] = s
+    s:open_session(r.session)
+  end
+  local function side_push(out, it)
+    r.side_tail = r.side_tail + 1
+    r.side[r.side_tail] = { out, it }
+    r.routing[out] = (r.routing[out] or 0) + 1
+  end
+  r.side_push = side_push
+
+  -- the source
+  local src
+  if type(input) == "table" and not getmetatable(input) then
+    local i, n = 0, #input
+    src = function()
+      if i >= n then return nil end
+      i = i + 1
+      return coerce(input[i])
+    end
+  elseif type(input) == "function" or (type(input) == "table" and getmetatable(input) and
+      getmetatable(input).__call) then
+    src = function()
+      local v = input()
+      if v == nil or v == AGAIN then return v end
+      return coerce(v)
+    end
+  else
+    error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
+  end
+
+  local up = src
+  for idx, st in ipairs(pipe.stages) do
+    local c = { ["in"] = 0, out = 0, skipped = 0, failed = 0 }
+    r.counts[st.name] = c
+    local ctx = { pipe = pipe.name, stage = st.name, session = r.session, metadata = r.metadata,
+                  stores = r.stores, run_id = r.id }
+    local policy = policy_of(pipe, st.name)
+    local last = idx == #pipe.stages
+    local prev = up
+    local function failed(it, err)
+      c.failed = c.failed + 1
+      if type(policy) == "table" and policy.route then
+        it.meta.error = err
+        side_push(policy.route, it)
+      elseif policy ~= "skip" then
+        halt(err)
+      end
+    end
+    if st.kind == "lua" and st.opts.handler then
+      local handler, many = st.opts.handler, st.opts.cardinality == "many"
+      local queue, qh, qt = {}, 1, 0
+      up = function()
+        while true do
+          if qh <= qt then
+            local it = queue[qh]
+            queue[qh] = nil
+            qh = qh + 1
+            c.out = c.out + 1
+            return it
+          end
+          local it = prev()
+          if it == nil or it == AGAIN then return it end
+          c["in"] = c["in"] + 1
+          local ok, res, why = pcall(handler, it, ctx)
+          if not ok then
+            failed(it, stage_error(st.name, "stage_error", tostring(res), it))
+          elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
+            c.skipped = c.skipped + 1
+          elseif res == nil then
+            failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
+              "slither.skip(reason) to drop an item)", it))
+          elseif many then
+            if type(res) ~= "table" then
+              failed(it, stage_error(st.name, "stage_error",
+                "a cardinality = \"many\" handler must return a list", it))
+            else
+              for _, p in ipairs(res) do
+                qt = qt + 1
+                queue[qt] = item_mod.wrap(p, setmetatable({}, { __index = it.meta }))
+              end
+            end
+          else
+            it.payload = res
+            c.out = c.out + 1
+            return it
+          end
+          if r.side_tail - r.side_head + 1 >= SIDE_MAX then return AGAIN end
+        end
+      end
+    elseif st.kind == "lua" then
+      local bh, size = st.opts.batch_handler, st.opts.batch_size or 64
+      local queue, qh, qt = {}, 1, 0
+      up = function()
+        while true do
+          if qh <= qt then
+            local it = queue[qh]
+            queue[qh] = nil
+            qh = qh + 1
+            c.out = c.out + 1
+            return it
+          end
+          local batch, again = {}, false
+          while #batch < size do
+            local it = prev()
+            if it == nil then break end
+            if it == AGAIN then again = true break end
+            batch[#batch + 1] = it
+          end
+          if #batch == 0 then return again and AGAIN or nil end
+          c["in"] = c["in"] + #batch
+          local ok, res = pcall(bh, batch, ctx)
+          if not ok or type(res) ~= "table" or #res ~= #batch then
+            local msg = not ok and tostring(res) or ("batch_handler returned " ..
+              (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
+              #batch .. " items")
+            for _, it in ipairs(batch) do failed(it, stage_error(st.name, "stage_error", msg, it)) end
+          else
+            for i, it in ipairs(batch) do
+              local v = res[i]
+              if getmetatable(v) == Skip then
+                c.skipped = c.skipped + 1
+              else
+                it.payload = v
+                qt = qt + 1
+                queue[qt] = it
+              end
+            end
+          end
+          if again and qh > qt then return AGAIN end
+        end
+      end
+    elseif st.kind == "python" then
+      local o = {}
+      for k, v in pairs(st.opts) do o[k] = v end
+      o.session = o.session or r.session
+      if type(policy) == "table" and policy.route then
+        o.on_error = "skip"
+      elseif type(policy) == "table" and policy.retry then
+        local fb = policy.fallback
+        o.on_error = { retry = policy.retry,
+                       fallback = (type(fb) == "table" and fb.route) and "skip" or fb }
+      else
+        o.on_error = policy
+      end
+      local counted_in = function()
+        local it = prev()
+        if it ~= nil and it ~= AGAIN then c["in"] = c["in"] + 1 end
+        return it
+      end
+      local ok, s = pcall(dispatch.stream, counted_in, o)
+      if not ok then error(s, 0) end
+      local upstream = r.streams[#r.streams]
+      if upstream then
+        local busy = false
+        s.run.on_wait = function()
+          if busy then return end -- a prefetch that waits must not recurse
+          busy = true
+          local pok, perr = pcall(upstream.prefetch, upstream)
+          busy = false
+          if not pok then error(perr, 0) end
+        end
+      end
+      r.streams[#r.streams + 1] = s
+      local pool = o.pool or "default"
+      r.pools[type(pool) == "table" and pool.name or pool] = true
+      local seen_failed = 0
+      local route = type(policy) == "table" and (policy.route or
+        (type(policy.fallback) == "table" and policy.fallback.route))
+      local function collect_failures()
+        local rep = s:report()
+        local fl = rep.failed
+        while seen_failed < #fl do
+          seen_failed = seen_failed + 1
+          local f = fl[seen_failed]
+          c.failed = c.failed + 1
+          if route then
+            f.item.meta.error = f.error
+            side_push(route, f.item)
+          end
+        end
+      end
+      up = function()
+        local ok2, it = pcall(s.next)
+        if not ok2 then
+          if getmetatable(it) == Halt then error(it, 0) end -- from a stage upstream
+          local e = type(it) == "table" and it or { kind = "stage_error", message = tostring(it) }
+          setmetatable(e, nil)
+          e.stage = st.name
+          halt(e)
+        end
+        collect_failures()
+        if it ~= nil and it ~= AGAIN then c.out = c.out + 1 end
+        return it
+      end
+    else -- router
+      local routes = st.opts.routes
+      up = function()
+        while true do
+          local it = prev()
+          if it == nil or it == AGAIN then return it end
+          c["in"] = c["in"] + 1
+          local dest
+          for _, rt in ipairs(routes) do
+            local ok, yes = pcall(rt[1], it)
+            if not ok then
+              failed(it, stage_error(st.name, "route_error", tostring(yes), it))
+              dest = false
+              break
+            end
+            if yes then dest = rt[2] break end
+          end
+          if dest then
+            it.route = dest
+            r.routing[st.name .. "->" .. dest] = (r.routing[st.name .. "->" .. dest] or 0) + 1
+            side_push(dest, it)
+            c.out = c.out + 1
+          elseif dest == nil then
+            c.out = c.out + 1
+            if last then
+              it.route = "default"
+              side_push("default", it)
+            else
+              return it
+            end
+          end
+          if r.side_tail - r.side_head + 1 >= SIDE_MAX then return AGAIN end
+        end
+      end
+    end
+  end
+  r.last = up
+
+  -- next(): output name and item, or nil at the end
+  function r.next()
+    while true do
+      if r.side_head <= r.side_tail then
+        local e = r.side[r.side_head]
+        r.side[r.side_head] = nil
+        r.side_head = r.side_head + 1
+        return e[1], e[2]
+      end
+      if r.ended then return nil end
+      local it = r.last()
+      if it == nil then
+        r.ended = true -- the side queue may still hold routed items
+      elseif it ~= AGAIN then
+        it.route = "default"
+        r.routing.default = (r.routing.default or 0) + 1
+        return "default", it
+      end
+    end
+  end
+
+  function r.finish()
+    if r.finished then return end
+    r.finished = true
+    for _, s in ipairs(r.streams) do s:close() end
+    for _, s in pairs(r.stores) do s:close_session(r.session) end
+    local pool_mod = require("slither.pool")
+    for name in pairs(r.pools) do
+      local p = pool_mod.get(name)
+      if p then p:release_session(r.session) end
+    end
+  end
+
+  function r.report()
+    local stages = {}
+    for _, st in ipairs(pipe.stages) do stages[st.name] = r.counts[st.name] end
+    return { run_id = r.id, session = r.session, stages = stages, routing = r.routing }
+  end
+  return r
+end
+
+local function outputs_table(pipe)
+  local out = { default = {} }
+  for _, name in ipairs(pipe.output_list) do out[name] = {} end
+  return out
+end
+
+-- slither.run_pipe(pipe, input, opts) -> outputs, report | nil, err, partial
+function M.run_pipe(pipe, input, opts)
+  if getmetatable(pipe) ~= Pipe then error("slither.run_pipe: expected a pipe from slither.pipe", 2) end
+  local r = new_run(pipe, input, opts)
+  local outputs = outputs_table(pipe)
+  local t0 = core.now()
+  event("slither.pipe.run.start", {}, { pipe = pipe.name, run_id = r.id, session = r.session })
+  for _, st in ipairs(pipe.stages) do
+    event("slither.pipe.stage.start", {}, { pipe = pipe.name, run_id = r.id, stage = st.name,
+                                            session = r.session })
+  end
+  local ok, err = pcall(function()
+    while true do
+      local out, it = r.next()
+      if out == nil then break end
+      local bucket = outputs[out]
+      bucket[#bucket + 1] = it
+    end
+  end)
+  r.finish()
+  local report = r.report()
+  report.duration_ms = core.now() - t0
+  for _, st in ipairs(pipe.stages) do
+    local failed_here = not ok and type(err) == "table" and err.stage == st.name
+    event(failed_here and "slither.pipe.stage.exception" or "slither.pipe.stage.stop",
+      r.counts[st.name], { pipe = pipe.name, run_id = r.id, stage = st.name, session = r.session })
+  end
+  if not ok then
+    if getmetatable(err) ~= Halt then
+      err = { kind = "pipe_error", message = tostring(err) }
+    end
+    setmetatable(err, nil)
+    err.report = report
+    event("slither.pipe.run.exception", { duration_ms = report.duration_ms },
+      { pipe = pipe.name, run_id = r.id, session = r.session, error = err })
+    return nil, err, outputs
+  end
+  event("slither.pipe.run.stop", { duration_ms = report.duration_ms },
+    { pipe = pipe.name, run_id = r.id, session = r.session, routing = report.routing })
+  return outputs, report
+end
+
+-- slither.stream_pipe(pipe, input, opts) -> iterator of output_name, item; input is
+-- pulled lazily. The stream has :close() and :report(); the run's session ends
+-- when the stream ends or is closed.
+function M.stream_pipe(pipe, input, opts)
+  if getmetatable(pipe) ~= Pipe then error("slither.stream_pipe: expected a pipe", 2) end
+  local r = new_run(pipe, input, opts)
+  local s = {}
+  local function nxt()
+    if r.finished then return nil end
+    local ok, out, it = pcall(r.next)
+    if not ok then
+      r.finish()
+      if getmetatable(out) == Halt then setmetatable(out, nil) end
+      error(out, 0)
+    end
+    if out == nil then r.finish() end
+    return out, it
+  end
+  s.next = nxt
+  s.close = function() r.finish() end
+  s.report = function() return r.report() end
+  return setmetatable(s, { __call = function() return nxt() end })
+end
+
+return M

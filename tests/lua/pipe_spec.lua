@@ -1,0 +1,271 @@
+-- Pipes against real workers: every stage kind and return form, routers, error
+-- policies, sessions kept apart, streaming and stages running at once.
+local slither = require("slither")
+local H = require("helpers")
+
+local function range(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+local function payloads(list)
+  local out = {}
+  for i, it in ipairs(list) do out[i] = it.payload end
+  return out
+end
+
+describe("slither.pipe", function()
+  after_each(function() H.assert_clean() end)
+
+  it("runs lua, python and router stages into outputs", function()
+    H.pool{ name = "default", size = 2 }
+    local P = slither.pipe("score", function(p)
+      p:stage("prepare", "lua", { handler = function(item) return { n = item.payload } end })
+      p:stage("predict", "python", { module = "sl_pipe_mod", ["function"] = "score",
+                                     batch_size = 8 })
+      p:stage("route", "router", { routes = {
+        { function(it) return it.payload.score >= 8 end, "accept" },
+        { function(it) return it.payload.score >= 4 end, "review" } } })
+      p:output("accept")
+      p:output("review")
+    end)
+    local out, rep = slither.run_pipe(P, range(100))
+    assert.are.equal(21, #out.accept)   -- 80..100: scores >= 8.0
+    assert.are.equal(40, #out.review)   -- 40..79
+    assert.are.equal(39, #out.default)
+    assert.are.equal(100, rep.stages.predict["in"])
+    assert.are.equal(100, rep.stages.route["in"])
+    assert.are.equal(21, rep.routing.accept)
+    assert.are.equal(21, rep.routing["route->accept"])
+    assert.are.equal("accept", out.accept[1].route)
+    -- input order is kept inside each output
+    assert.are.equal(80, out.accept[1].payload.n)
+    assert.are.equal(100, out.accept[21].payload.n)
+  end)
+
+  it("supports skip, cardinality many and batch handlers", function()
+    local P = slither.pipe("forms", function(p)
+      p:stage("drop_odd", "lua", { handler = function(item)
+        if item.payload % 2 == 1 then return nil, slither.skip("odd") end
+        return item.payload
+      end })
+      p:stage("split", "lua", { cardinality = "many", handler = function(item)
+        return { item.payload, item.payload + 0.5 }
+      end })
+      p:stage("tenfold", "lua", { batch_size = 3, batch_handler = function(items)
+        local out = {}
+        for i, it in ipairs(items) do out[i] = it.payload * 10 end
+        return out
+      end })
+    end)
+    local out, rep = slither.run_pipe(P, range(6))
+    assert.are.same({ 20, 25, 40, 45, 60, 65 }, payloads(out.default))
+    assert.are.equal(3, rep.stages.drop_odd.skipped)
+    assert.are.equal(6, rep.stages.split.out)
+    assert.are.equal(6, rep.stages.tenfold["in"])
+  end)
+
+  it("lets a router stand in the middle; unmatched items go on", function()
+    local P = slither.pipe("middle", function(p)
+      p:stage("triage", "router", { routes = { { function(it) return it.payload > 8 end, "big" } } })
+      p:stage("double", "lua", { handler = function(it) return it.payload * 2 end })
+      p:output("big")
+    end)
+    local out = slither.run_pipe(P, range(10))
+    assert.are.same({ 9, 10 }, payloads(out.big))
+    assert.are.same({ 2, 4, 6, 8, 10, 12, 14, 16 }, payloads(out.default))
+  end)
+
+  it("refuses bad definitions, naming the stage", function()
+    local function msg(fn)
+      local ok, e = pcall(slither.pipe, "bad", fn)
+      assert.is_false(ok)
+      return e
+    end
+    assert.truthy(msg(function(p)
+      p:stage("r", "router", { routes = { { function() return true end, "nowhere" } } })
+    end):find("stage 'r' routes to undeclared output 'nowhere'", 1, true))
+    assert.truthy(msg(function(p) p:stage("x", "spark", {}) end)
+      :find("stage 'x' has unknown kind 'spark'", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("x", "lua", { handler = print })
+      p:stage("x", "lua", { handler = print })
+    end):find("two stages are named 'x'", 1, true))
+    assert.truthy(msg(function(p) p:stage("h", "lua", {}) end)
+      :find("lua stage 'h' needs a handler", 1, true))
+    assert.truthy(msg(function(p) p:stage("py", "python", { ["function"] = "f" }) end)
+      :find("python stage 'py' needs a module", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("py", "python", { module = "m", ["function"] = "f", batch_sise = 2 })
+    end):find("unknown option 'batch_sise'", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("a", "lua", { handler = print })
+      p:on_error("zzz", "skip")
+    end):find("unknown stage 'zzz'", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("a", "lua", { handler = print })
+      p:on_error("a", { route = "missing" })
+    end):find("undeclared output 'missing'", 1, true))
+  end)
+
+  it("halts with partial results, and skips or routes failures per stage", function()
+    H.pool{ name = "default", size = 1 }
+    local function build(policy)
+      return slither.pipe("errs", function(p)
+        p:stage("check", "lua", { handler = function(it)
+          if it.payload == 3 or it.payload == 30 then error("three is bad") end
+          return it.payload
+        end })
+        p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                  batch_size = 1 })
+        p:output("failed")
+        if policy then p:on_error("*", policy) end
+      end)
+    end
+    -- halt: the error names the stage; what reached the outputs before it stays
+    local long = range(40)
+    long[3] = 103
+    local out, err, partial = slither.run_pipe(build(nil), long)
+    assert.is_nil(out)
+    assert.are.equal("stage_error", err.kind)
+    assert.are.equal("check", err.stage)
+    assert.truthy(err.message:find("three is bad", 1, true))
+    assert.is_true(#partial.default > 0)
+    for i, v in ipairs(payloads(partial.default)) do
+      assert.are.equal(2 * long[i], v)
+    end
+    local input = { 1, 2, 3, 4, -5, 6 }
+
+    local out2, rep2 = slither.run_pipe(build("skip"), input)
+    assert.are.same({ 2, 4, 8, 12 }, payloads(out2.default))
+    assert.are.equal(1, rep2.stages.check.failed)
+    assert.are.equal(1, rep2.stages.py.failed)
+
+    local out3 = slither.run_pipe(build({ route = "failed" }), input)
+    assert.are.same({ 2, 4, 8, 12 }, payloads(out3.default))
+    assert.are.equal(2, #out3.failed)
+    local kinds = {}
+    for _, it in ipairs(out3.failed) do kinds[#kinds + 1] = it.meta.error.kind end
+    table.sort(kinds)
+    assert.are.same({ "python", "stage_error" }, kinds)
+  end)
+
+  local function session_pipe(Store)
+    return slither.pipe("sessions", function(p)
+      p:store(Store)
+      p:stage("remember", "python", { module = "sl_pipe_mod", ["function"] = "remember",
+                                      batch_size = 2 })
+    end)
+  end
+
+  local function whoami_store()
+    return slither.store.define{ name = "runs", tables = { { name = "t" } },
+      views = { { name = "whoami", scope = "session",
+                  handler = function(_, ctx) return ctx.session end } } }
+  end
+
+  it("keeps two concurrent runs' sessions, views and state apart", function()
+    -- strict affinity: each run's batches stay with the worker that holds its state
+    H.pool{ name = "default", size = 2, affinity = "strict" }
+    local P = session_pipe(whoami_store())
+    local ta = slither.spawn(function() return slither.run_pipe(P, range(10), { session = "A" }) end)
+    local tb = slither.spawn(function() return slither.run_pipe(P, range(6), { session = "B" }) end)
+    local _, outa = ta:join()
+    local _, outb = tb:join()
+    for _, it in ipairs(outa.default) do
+      assert.are.equal("A", it.payload.view)
+      assert.are.equal("A", it.payload.sid)
+    end
+    for _, it in ipairs(outb.default) do
+      assert.are.equal("B", it.payload.view)
+      assert.are.equal("B", it.payload.sid)
+    end
+    assert.are.equal(10, outa.default[10].payload.seen)
+    assert.are.equal(6, outb.default[6].payload.seen)
+    -- the runs' session views are gone, and their state was released
+    local pool = slither.pool.get("default")
+    local r = assert(pool:call("sl_pipe_mod", "session_count", { 0 }, { session = "A" }))
+    assert.are.equal(0, r[1])
+  end)
+
+  it("releases session state after a run that ended in error", function()
+    H.pool{ name = "default", size = 1 }
+    local Store = whoami_store()
+    local P = slither.pipe("fails", function(p)
+      p:store(Store)
+      p:stage("remember", "python", { module = "sl_pipe_mod", ["function"] = "remember",
+                                      batch_size = 2 })
+      p:stage("boom", "lua", { handler = function(it)
+        if it.payload.seen >= 4 then error("enough") end
+        return it.payload
+      end })
+    end)
+    local out, err = slither.run_pipe(P, range(10), { session = "E" })
+    assert.is_nil(out)
+    assert.are.equal("boom", err.stage)
+    local pool = slither.pool.get("default")
+    local r = assert(pool:call("sl_pipe_mod", "session_count", { 0 }, { session = "E" }))
+    assert.are.equal(0, r[1])
+  end)
+
+  it("streams over an infinite input and stops early", function()
+    H.pool{ name = "default", size = 2 }
+    local P = slither.pipe("inf", function(p)
+      p:stage("py", "python", { module = "sl_dispatch_mod", ["function"] = "double",
+                                batch_size = 10, max_in_flight = 2 })
+      p:stage("split", "router", { routes = { { function(it) return it.payload % 4 == 0 end,
+                                                "fours" } } })
+      p:output("fours")
+    end)
+    local n = 0
+    local s = slither.stream_pipe(P, function() n = n + 1; return n end)
+    local got = {}
+    for out, it in s.next do
+      got[#got + 1] = out .. ":" .. it.payload
+      if #got == 30 then break end
+    end
+    s:close()
+    local pulled = n
+    slither.sleep(200)
+    assert.are.equal(pulled, n)
+    assert.is_true(n < 200, "pulled " .. n)
+    assert.are.equal("default:2", got[1])
+    assert.are.equal("fours:4", got[2])
+  end)
+
+  it("runs its stages at once", function()
+    H.pool{ name = "default", size = 2 }
+    local P = slither.pipe("overlap", function(p)
+      p:stage("a", "python", { module = "sl_pipe_mod", ["function"] = "stamp_a", batch_size = 2,
+                               max_in_flight = 1 })
+      p:stage("b", "python", { module = "sl_pipe_mod", ["function"] = "stamp_b", batch_size = 2,
+                               max_in_flight = 1 })
+    end)
+    local out = slither.run_pipe(P, range(20))
+    assert.are.equal(20, #out.default)
+    -- some batch of stage a ran while a batch of stage b ran
+    local overlap = false
+    for _, x in ipairs(out.default) do
+      for _, y in ipairs(out.default) do
+        local a, b = x.payload.a, y.payload.b
+        if a[1] < b[2] - 0.002 and b[1] < a[2] - 0.002 then overlap = true end
+      end
+    end
+    assert.is_true(overlap)
+  end)
+
+  it("emits run and stage telemetry", function()
+    local seen = {}
+    local id = slither.telemetry.attach("slither.pipe", function(name, m, md)
+      seen[#seen + 1] = name
+    end)
+    local P = slither.pipe("tele", function(p)
+      p:stage("x", "lua", { handler = function(it) return it.payload end })
+    end)
+    slither.run_pipe(P, range(3))
+    slither.telemetry.detach(id)
+    assert.are.same({ "slither.pipe.run.start", "slither.pipe.stage.start",
+                      "slither.pipe.stage.stop", "slither.pipe.run.stop" }, seen)
+  end)
+end)
