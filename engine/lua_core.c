@@ -549,8 +549,8 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
                                  (int)c->nitems, err, sizeof err)) {
     lua_pushnil(L);
     lua_createtable(L, 0, 4);
-    set_str(L, "kind", "protocol");
-    lua_pushfstring(L, "undecodable result from %s: %s", c->worker, err);
+    set_str(L, "kind", "codec");
+    lua_pushfstring(L, "the result from %s cannot be read: %s", c->worker, err);
     lua_setfield(L, -2, "message");
     set_str(L, "worker", c->worker);
     return;
@@ -644,12 +644,26 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   }
   lua_pushvalue(L, arg0 + 4);
   lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sl_pool_call(lp->p, mod, fn, session, &data, &att,
-               (fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0) | (sticky ? SL_CALL_STICKY : 0),
-               n, timeout, avoid, call_cb, lc);
-  sl_buf_free(&data);
-  sl_buf_free(&att);
-  return 0;
+  {
+    uint32_t id;
+    sl_call *c = sl_pool_call(lp->p, mod, fn, session, &data, &att,
+                              (fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0) |
+                                  (sticky ? SL_CALL_STICKY : 0),
+                              n, timeout, avoid, call_cb, lc);
+    sl_buf_free(&data);
+    sl_buf_free(&att);
+    if (!c) return 0; /* finished already: its callback ran */
+    id = c->id;       /* c may be freed by now if it completed; only its id is kept */
+    lua_pushnumber(L, id);
+    return 1;
+  }
+}
+
+/* pool:cancel(call_id) -> true when the call was still running or queued. */
+static int l_pool_cancel(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  lua_pushboolean(L, sl_pool_cancel(lp->p, (uint32_t)luaL_checknumber(L, 2)) == 0);
+  return 1;
 }
 
 /* pool:call(module, fn, payloads, session, timeout_ms, avoid, sticky, cb):
@@ -880,6 +894,7 @@ static const luaL_Reg pool_methods[] = {
     {"stop", l_pool_stop},       {"kill", l_pool_kill},
     {"stopped", l_pool_stopped}, {"on_event", l_pool_on_event},
     {"on_view", l_pool_on_view}, {"view_reply", l_pool_view_reply},
+    {"cancel", l_pool_cancel},
     {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {

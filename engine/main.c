@@ -1,4 +1,5 @@
 /* main.c: the slither command line. */
+#include "repl.h"
 #include "slither.h"
 
 #include <lauxlib.h>
@@ -8,10 +9,13 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: slither SCRIPT.lua [ARGS...]   run a pipeline script\n"
+    "usage: slither                         the interactive prompt (REPL)\n"
+    "       slither SCRIPT.lua [ARGS...]   run a pipeline script\n"
+    "       slither -i SCRIPT.lua [ARGS]   run a script, then the prompt\n"
     "       slither -e CODE                 run a string of Lua\n"
     "       slither doctor                  check the Python interpreter and the engine\n"
-    "       slither bench pool [--json]     worker pool round trips beside Python's pools\n"
+    "       slither bench pool|dispatch ... measure beside Python's own pools\n"
+    "                                       (slither bench --help for the options)\n"
     "       slither --version | --help\n"
     "\n"
     "A script runs as the main task on the engine's event loop: calls to Python\n"
@@ -22,7 +26,9 @@ static const char usage[] =
     "  SLITHER_PYTHON       interpreter for workers (default: python3)\n"
     "  SLITHER_LOG          error | warn | info | debug (default: info)\n"
     "  SLITHER_LUA_PATH     directory of the slither Lua modules\n"
-    "  SLITHER_WORKER_PATH  directory of the slither_worker Python package\n";
+    "  SLITHER_WORKER_PATH  directory of the slither_worker Python package\n"
+    "  SLITHER_HISTORY      the prompt's history file (default: ~/.slither_history)\n"
+    "  SLITHER_SPIN_US      how long an idle wait polls before sleeping (default 100)\n";
 
 static int run_module(slither_engine *e, const char *module, int argc, char **argv) {
   /* return require(module).main(arg) from the main task */
@@ -46,15 +52,11 @@ static int run_module(slither_engine *e, const char *module, int argc, char **ar
 int main(int argc, char **argv) {
   slither_engine *e;
   int rc;
-  if (argc < 2) {
-    fputs(usage, stderr);
-    return 2;
-  }
-  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+  if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     fputs(usage, stdout);
     return 0;
   }
-  if (!strcmp(argv[1], "--version")) {
+  if (argc >= 2 && !strcmp(argv[1], "--version")) {
     printf("slither %s\n", SLITHER_VERSION);
     return 0;
   }
@@ -63,7 +65,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "slither: cannot create the engine\n");
     return 1;
   }
-  if (!strcmp(argv[1], "doctor")) {
+  if (argc < 2) {
+    rc = sl_repl_run(slither_lua_state(e), slither_loop(e));
+  } else if (!strcmp(argv[1], "-i")) {
+    if (argc < 3) {
+      fputs(usage, stderr);
+      slither_free(e, 0);
+      return 2;
+    }
+    rc = slither_run_file_keep(e, argv[2], argc - 3, argv + 3);
+    if (rc == 0) rc = sl_repl_run(slither_lua_state(e), slither_loop(e));
+  } else if (!strcmp(argv[1], "doctor")) {
     rc = run_module(e, "slither.doctor", argc - 2, argv + 2);
   } else if (!strcmp(argv[1], "bench")) {
     rc = run_module(e, "slither.bench", argc - 2, argv + 2);

@@ -778,6 +778,30 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
   return c;
 }
 
+int sl_pool_cancel(sl_pool *p, uint32_t call_id) {
+  sl_call *c;
+  sl_worker *w;
+  for (c = p->qhead; c; c = c->next)
+    if (c->id == call_id) {
+      q_remove(p, c);
+      fail_call(c, SL_ECANCELED, "%s", "the call was cancelled before it ran");
+      return 0;
+    }
+  for (w = p->workers; w; w = w->next) {
+    if (w->state == W_CLOSING) continue;
+    for (c = w->inflight; c; c = c->next)
+      if (c->id == call_id) {
+        char reason[96];
+        inflight_remove(w, c);
+        snprintf(reason, sizeof reason, "killed: call %u was cancelled", (unsigned)call_id);
+        worker_kill(w, SL_ECRASHED, reason);
+        fail_call(c, SL_ECANCELED, "%s", "the call was cancelled; its worker was replaced");
+        return 0;
+      }
+  }
+  return SL_ENOTFOUND;
+}
+
 void sl_pool_release_session(sl_pool *p, const char *session) {
   sl_worker *w;
   sl_smap_del(&p->sessions, session);

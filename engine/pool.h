@@ -148,6 +148,12 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
  * it (and the pool's codec option allows), else SL_CODEC_JSON. Known once the
  * pool has started. */
 int sl_pool_codec(const sl_pool *p);
+/* Cancel a call by id: a queued call fails at once; a running one fails and its
+ * worker is killed and replaced, as on a timeout, so no worker stays busy with
+ * work nobody waits for. Both end with SL_ECANCELED. Returns 0, or SL_ENOTFOUND
+ * when the call already finished. */
+int sl_pool_cancel(sl_pool *p, uint32_t call_id);
+
 /* Drop a session: its mapping in the pool and its state in every worker. */
 void sl_pool_release_session(sl_pool *p, const char *session);
 void sl_pool_stats_get(const sl_pool *p, sl_pool_stats *s);

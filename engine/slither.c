@@ -67,31 +67,47 @@ const char *slither_strerror(int code) { return sl_strerror(code); }
 /* Run the function on top of the stack (below it: nothing of ours) as the main
  * task with n arguments, then stop the pools it left running. */
 static const char runner[] =
-    "local fn = ...\n"
+    "local keep, fn = ...\n"
     "local task = require('slither.task')\n"
     "local slither = require('slither')\n"
-    "local r = { task.run_main(fn, select(2, ...)) }\n"
-    "slither.shutdown(5000)\n"
+    "local r = { task.run_main(fn, select(3, ...)) }\n"
+    "if not keep then slither.shutdown(5000) end\n"
     "if not r[1] then error(r[2], 0) end\n";
 
-static int run_main(slither_engine *e, int nargs) {
+static int run_main_keep(slither_engine *e, int nargs, int keep) {
   lua_State *L = e->L;
-  int base = lua_gettop(L) - nargs; /* index of the function */
+  int fn = lua_gettop(L) - nargs; /* the chunk, then its nargs arguments */
+  lua_pushboolean(L, keep);
+  lua_insert(L, fn); /* keep, chunk, args */
   if (luaL_loadbuffer(L, runner, sizeof runner - 1, "=slither")) {
     set_err(e, lua_tostring(L, -1));
-    lua_settop(L, base - 1);
+    lua_settop(L, fn - 1);
     return SL_EINVAL;
   }
-  lua_insert(L, base);
-  if (lua_pcall(L, nargs + 1, 0, 0)) {
+  lua_insert(L, fn); /* runner, keep, chunk, args */
+  if (lua_pcall(L, nargs + 2, 0, 0)) {
     set_err(e, lua_tostring(L, -1));
-    lua_settop(L, base - 1);
+    lua_settop(L, fn - 1);
     return SL_EINVAL;
   }
   return 0;
 }
 
+static int run_main(slither_engine *e, int nargs) { return run_main_keep(e, nargs, 0); }
+
+static int run_file(slither_engine *e, const char *path, int argc, char **argv, int keep);
+
 int slither_run_file(slither_engine *e, const char *path, int argc, char **argv) {
+  return run_file(e, path, argc, argv, 0);
+}
+
+int slither_run_file_keep(slither_engine *e, const char *path, int argc, char **argv) {
+  return run_file(e, path, argc, argv, 1);
+}
+
+struct uv_loop_s *slither_loop(slither_engine *e) { return sl_lua_engine(e->L)->loop; }
+
+static int run_file(slither_engine *e, const char *path, int argc, char **argv, int keep) {
   lua_State *L = e->L;
   int i;
   lua_createtable(L, argc, 1);
@@ -108,7 +124,7 @@ int slither_run_file(slither_engine *e, const char *path, int argc, char **argv)
     return SL_EINVAL;
   }
   for (i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
-  return run_main(e, argc);
+  return run_main_keep(e, argc, keep);
 }
 
 int slither_run_string(slither_engine *e, const char *chunk, const char *name) {

@@ -41,6 +41,12 @@ const char *slither_strerror(int code);
 /* The Lua state behind an engine, for hosts that extend it. Loop thread only. */
 struct lua_State *slither_lua_state(slither_engine *e);
 
+/* The engine's libuv loop (a uv_loop_t *), for hosts that drive it themselves. */
+struct uv_loop_s *slither_loop(slither_engine *e);
+
+/* Run a script but keep its pools and stores running afterwards (slither -i). */
+int slither_run_file_keep(slither_engine *e, const char *path, int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,7 +4,7 @@
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PACKAGES="gcc make cmake pkg-config libluajit-5.1-dev luajit libuv1-dev lua-cjson \
+PACKAGES="gcc make cmake pkg-config libluajit-5.1-dev luajit libuv1-dev libedit-dev lua-cjson \
 lua-busted python3"
 
 missing=""

@@ -391,6 +391,15 @@ local function new_run(fname, source, opts)
   end
   self.strategy_name = type(o.strategy) == "string" and o.strategy or "custom"
   counters.runs = counters.runs + 1
+  -- an interrupted task (Ctrl-C in the REPL) stops this run from launching more,
+  -- and its batches in Python are cancelled (their workers are replaced)
+  self.calls = {}
+  task.on_cancel(function()
+    self.closed = true
+    if o.executor == "python" then
+      for _, id in pairs(self.calls) do o.pool.handle:cancel(id) end
+    end
+  end)
   return self
 end
 
@@ -534,7 +543,11 @@ function launch(b)
     local handle = o.pool.handle
     local ok, e = pcall(handle.call_items, handle, o.module, o["function"], b.items, 1, #b.items,
       b.session, o.timeout_ms, b.avoid, b.sticky,
-      function(ok, err, info) on_result(b, ok, err, info) end)
+      function(ok, err, info)
+        run.calls[b] = nil
+        on_result(b, ok, err, info)
+      end)
+    if ok and e then run.calls[b] = e end
     if not ok then
       -- the payloads cannot be encoded: misuse, but the run must not lose items
       on_result(b, nil, { kind = "codec", message = tostring(e) }, nil)

@@ -7,7 +7,16 @@
 local M = {}
 
 local Item = { __name = "slither.item" }
-Item.__index = Item
+-- meta is made on first use: most items never need one, and a table per item is
+-- a large part of what wrapping a million items costs.
+Item.__index = function(t, k)
+  if k == "meta" then
+    local m = {}
+    rawset(t, "meta", m)
+    return m
+  end
+  return Item[k]
+end
 M.Item = Item
 
 local next_id = 0
@@ -17,7 +26,7 @@ function M.wrap(payload, meta)
     error("slither.item.wrap: meta must be a table, got " .. type(meta), 2)
   end
   next_id = next_id + 1
-  return setmetatable({ id = next_id, payload = payload, meta = meta or {} }, Item)
+  return setmetatable({ id = next_id, payload = payload, meta = meta }, Item)
 end
 
 function M.wrap_many(list)
@@ -27,7 +36,7 @@ function M.wrap_many(list)
   local out = {}
   for i = 1, #list do
     next_id = next_id + 1
-    out[i] = setmetatable({ id = next_id, payload = list[i], meta = {} }, Item)
+    out[i] = setmetatable({ id = next_id, payload = list[i] }, Item)
   end
   return out
 end
@@ -40,7 +49,7 @@ end
 function M.coerce(x)
   if getmetatable(x) == Item then return x end
   next_id = next_id + 1
-  return setmetatable({ id = next_id, payload = x, meta = {} }, Item)
+  return setmetatable({ id = next_id, payload = x }, Item)
 end
 
 function Item:__tostring()

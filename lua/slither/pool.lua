@@ -137,7 +137,9 @@ function Pool:call(module, fn, payloads, opts)
   opts = check_options("pool:call", opts, CALL_OPTIONS)
   local handle = self.handle
   return task.await(function(cb)
-    handle:call(module, fn, payloads, opts.session, opts.timeout_ms, nil, false, cb)
+    local id = handle:call(module, fn, payloads, opts.session, opts.timeout_ms, nil, false, cb)
+    -- an interrupted task does not leave its worker busy
+    if id then task.on_cancel(function() handle:cancel(id) end) end
   end)
 end
 

@@ -32,6 +32,7 @@ end
 
 -- Resume a task with values; record its end when it returns or raises.
 local function step(t, ...)
+  if t.cancelled then return end -- a cancelled task is never resumed again
   local r = pack(coroutine.resume(t.co, ...))
   if coroutine.status(t.co) == "dead" then
     if r[1] then
@@ -111,8 +112,31 @@ function Task:join()
 end
 
 function Task:status()
+  if self.cancelled then return "cancelled" end
   if not self.done then return "running" end
   return self.err and "failed" or "done"
+end
+
+-- Cancel a task that waits: it is never resumed again, and the cleanups it
+-- registered (with task.on_cancel) run now; a dispatch stops launching batches.
+-- Joiners get false, "cancelled".
+function Task:cancel(reason)
+  if self.done then return false end
+  self.cancelled = true
+  local hooks = self.cancel_hooks or {}
+  self.cancel_hooks = nil
+  for i = #hooks, 1, -1 do pcall(hooks[i]) end
+  self.joined = true
+  finish(self, false, reason or "cancelled")
+  return true
+end
+
+-- Register a cleanup for the current task's cancellation (no-op outside tasks).
+function M.on_cancel(fn)
+  local t = M.current()
+  if not t then return end
+  t.cancel_hooks = t.cancel_hooks or {}
+  t.cancel_hooks[#t.cancel_hooks + 1] = fn
 end
 
 -- Run fn as the main task and drive the loop until it ends.

@@ -65,9 +65,9 @@ def encode(obj):
 # Pickle: the engine writes a plain-value subset of pickle (engine/codec.c) and
 # reads one back. Python's C pickler and unpickler are several times faster than
 # json for numbers and short strings. Only plain values go this way: anything that
-# would need a class to rebuild (numpy arrays, sets, custom objects) makes
-# dumps_pickle return None, and the JSON path handles it (numpy via tolist) or
-# names it in a clear error.
+# would need a class to rebuild (numpy arrays, custom objects) makes dumps_pickle
+# return None, and the JSON path handles it (numpy via tolist) or names it in a
+# clear error.
 
 loads_pickle = pickle.loads
 
@@ -93,20 +93,6 @@ def dumps_pickle(obj):
         _PlainPickler(buf, protocol=5).dump(obj)
     except (_NotPlain, pickle.PicklingError, TypeError, RecursionError):
         return None
-    v = buf.getvalue()
-    # sets pickle natively; the engine does not carry them
-    if b"\x8f" in v and _has_set(obj):
-        return None
-    return v
-
-
-def _has_set(obj, depth=0):
-    if isinstance(obj, (set, frozenset)):
-        return True
-    if depth > 100:
-        return False
-    if isinstance(obj, (list, tuple)):
-        return any(_has_set(x, depth + 1) for x in obj)
-    if isinstance(obj, dict):
-        return any(_has_set(x, depth + 1) for x in obj.values())
-    return False
+    # Sets pickle natively (the pickler never asks reducer_override about them);
+    # the engine refuses them when it reads the result, naming the set.
+    return buf.getvalue()

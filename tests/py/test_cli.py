@@ -39,7 +39,8 @@ class CliTest(unittest.TestCase):
     def test_help_and_version(self):
         r = self.run_slither("--help")
         self.assertEqual(r.returncode, 0)
-        self.assertIn("usage: slither SCRIPT.lua", r.stdout)
+        self.assertIn("slither SCRIPT.lua [ARGS...]", r.stdout)
+        self.assertIn("the interactive prompt", r.stdout)
         self.assertIn("SLITHER_PYTHON", r.stdout)
         r = self.run_slither("--version")
         self.assertRegex(r.stdout, r"^slither \d+\.\d+\.\d+")
