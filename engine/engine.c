@@ -34,7 +34,8 @@ static int is_dir_with(const char *dir, const char *rel) {
 
 /* Where the Lua modules and the worker package live: the environment first, then
  * next to an installed binary (<prefix>/bin/.. -> <prefix>/share/slither), then
- * the install data directory, then the source tree this build came from. */
+ * the source tree this build came from (a binary run from its build tree), then
+ * the install data directory (a host program linked against the library). */
 static char *find_dir(const char *env, const char *sub, const char *probe) {
   const char *v = getenv(env);
   char exe[4096], cand[4096];
@@ -51,9 +52,9 @@ static char *find_dir(const char *env, const char *sub, const char *probe) {
       if (is_dir_with(cand, probe)) return strdup(cand);
     }
   }
-  snprintf(cand, sizeof cand, "%s/%s", SLITHER_INSTALL_DATADIR, sub);
-  if (is_dir_with(cand, probe)) return strdup(cand);
   snprintf(cand, sizeof cand, "%s/%s", SLITHER_SOURCE_DIR, sub);
+  if (is_dir_with(cand, probe)) return strdup(cand);
+  snprintf(cand, sizeof cand, "%s/%s", SLITHER_INSTALL_DATADIR, sub);
   return strdup(cand);
 }
 

@@ -923,9 +923,13 @@ int luaopen_slither_core(lua_State *L) {
   if (!c) {
     /* The engine lives in a userdata created before any pool, so at lua_close it
      * is finalized after them (newest first) and closes whatever they left. */
+    uv_loop_t *host_loop;
+    lua_getfield(L, LUA_REGISTRYINDEX, "slither.host_loop");
+    host_loop = lua_touserdata(L, -1);
+    lua_pop(L, 1);
     c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
-    if (sl_engine_init(&c->e, NULL)) return luaL_error(L, "cannot initialise the engine");
+    if (sl_engine_init(&c->e, host_loop)) return luaL_error(L, "cannot initialise the engine");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_engine_gc);
     lua_setfield(L, -2, "__gc");

@@ -14,6 +14,44 @@
 
 #define STORE_MT "slither.store_handle"
 
+/* Stores by name, for host threads (slither_store_get/put). A store's name is
+ * unique in the process: its directory in /dev/shm is named after the process. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct reg { sl_store *s; struct reg *next; } *registry;
+
+static void reg_add(sl_store *s) {
+  struct reg *r = malloc(sizeof *r);
+  if (!r) return;
+  r->s = s;
+  pthread_mutex_lock(&reg_lock);
+  r->next = registry;
+  registry = r;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(sl_store *s) {
+  struct reg **pp, *r;
+  pthread_mutex_lock(&reg_lock);
+  for (pp = &registry; *pp; pp = &(*pp)->next)
+    if ((*pp)->s == s) {
+      r = *pp;
+      *pp = r->next;
+      free(r);
+      break;
+    }
+  pthread_mutex_unlock(&reg_lock);
+}
+
+sl_store *sl_store_find(const char *name) {
+  struct reg *r;
+  sl_store *s = NULL;
+  pthread_mutex_lock(&reg_lock);
+  for (r = registry; r; r = r->next)
+    if (strcmp(r->s->name, name) == 0) s = r->s;
+  pthread_mutex_unlock(&reg_lock);
+  return s;
+}
+
 typedef struct lstore {
   sl_store s;
   int live;
@@ -93,6 +131,7 @@ static void push_vals(lua_State *L, int type, const sl_val *vals, size_t n) {
 
 static int l_store_new(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
+  if (sl_store_find(name)) return luaL_error(L, "a store named '%s' already exists", name);
   int n, i, rc;
   const char **names;
   int *types;
@@ -119,6 +158,7 @@ static int l_store_new(lua_State *L) {
   free(types);
   if (rc) return luaL_error(L, "cannot create store '%s': %s", name, err);
   ls->live = 1;
+  reg_add(&ls->s);
   luaL_getmetatable(L, STORE_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -376,6 +416,7 @@ static int l_destroy(lua_State *L) {
   lstore *ls = luaL_checkudata(L, 1, STORE_MT);
   if (ls->live) {
     if (ls->in_shadow) sl_store_shadow_abort(&ls->s, &ls->shadow);
+    reg_remove(&ls->s);
     sl_store_destroy(&ls->s);
     ls->live = 0;
   }

@@ -49,8 +49,15 @@ static int run_module(slither_engine *e, const char *module, int argc, char **ar
   return i;
 }
 
+static void log_stderr(void *ud, int level, const char *msg) {
+  static const char *tags[] = {"error", "warn", "info", "debug"};
+  (void)ud;
+  fprintf(stderr, "slither %s: %s\n", tags[level & 3], msg);
+}
+
 int main(int argc, char **argv) {
   slither_engine *e;
+  slither_options opts;
   int rc;
   if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     fputs(usage, stdout);
@@ -60,7 +67,9 @@ int main(int argc, char **argv) {
     printf("slither %s\n", SLITHER_VERSION);
     return 0;
   }
-  e = slither_new(NULL);
+  memset(&opts, 0, sizeof opts);
+  opts.log = log_stderr; /* filtered by SLITHER_LOG */
+  e = slither_new(&opts);
   if (!e) {
     fprintf(stderr, "slither: cannot create the engine\n");
     return 1;

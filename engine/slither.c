@@ -1,11 +1,14 @@
 /* slither.c: the public API of slither.h, on top of a Lua state and its engine. */
 #include "slither.h"
+#include "codec.h"
 #include "engine.h"
 #include "error.h"
+#include "store.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +36,10 @@ slither_engine *slither_new(const slither_options *opts) {
     return NULL;
   }
   luaL_openlibs(e->L);
+  if (opts && opts->loop) {
+    lua_pushlightuserdata(e->L, opts->loop);
+    lua_setfield(e->L, LUA_REGISTRYINDEX, "slither.host_loop");
+  }
   lua_getglobal(e->L, "package");
   lua_getfield(e->L, -1, "preload");
   lua_pushcfunction(e->L, luaopen_slither_core);
@@ -50,6 +57,8 @@ slither_engine *slither_new(const slither_options *opts) {
   if (opts && opts->log) {
     core->log_cb = opts->log;
     core->log_ud = opts->log_ud;
+  } else {
+    core->log_level = -1; /* an embedded engine prints nothing of its own */
   }
   lua_dir = opts && opts->lua_path ? opts->lua_path : core->lua_path;
   lua_getfield(e->L, -1, "path");
@@ -93,8 +102,6 @@ static int run_main_keep(slither_engine *e, int nargs, int keep) {
   return 0;
 }
 
-static int run_main(slither_engine *e, int nargs) { return run_main_keep(e, nargs, 0); }
-
 static int run_file(slither_engine *e, const char *path, int argc, char **argv, int keep);
 
 int slither_run_file(slither_engine *e, const char *path, int argc, char **argv) {
@@ -127,13 +134,21 @@ static int run_file(slither_engine *e, const char *path, int argc, char **argv, 
   return run_main_keep(e, argc, keep);
 }
 
-int slither_run_string(slither_engine *e, const char *chunk, const char *name) {
+static int run_string(slither_engine *e, const char *chunk, const char *name, int keep) {
   if (luaL_loadbuffer(e->L, chunk, strlen(chunk), name ? name : "=chunk")) {
     set_err(e, lua_tostring(e->L, -1));
     lua_pop(e->L, 1);
     return SL_EINVAL;
   }
-  return run_main(e, 0);
+  return run_main_keep(e, 0, keep);
+}
+
+int slither_run_string(slither_engine *e, const char *chunk, const char *name) {
+  return run_string(e, chunk, name, 0);
+}
+
+int slither_run_string_keep(slither_engine *e, const char *chunk, const char *name) {
+  return run_string(e, chunk, name, 1);
 }
 
 void slither_free(slither_engine *e, int grace_ms) {
@@ -151,4 +166,270 @@ void slither_free(slither_engine *e, int grace_ms) {
   lua_close(e->L); /* the engine's finalizer kills what is left and ends the reaper */
   free(e->err);
   free(e);
+}
+
+void slither_free_text(char *text) { free(text); }
+
+int slither_step(slither_engine *e) {
+  return uv_run(sl_lua_engine(e->L)->loop, UV_RUN_NOWAIT);
+}
+
+/* Encode the value at idx as JSON text (malloc'd). */
+static char *to_json(lua_State *L, int idx, int as_list, int *rc) {
+  sl_buf json, att;
+  char err[256];
+  sl_buf_init(&json);
+  sl_buf_init(&att);
+  *rc = sl_codec_encode(L, idx, as_list, &json, &att, err, sizeof err);
+  if (*rc == 0 && att.len) *rc = SL_ECODEC; /* bytes have no JSON form */
+  sl_buf_free(&att);
+  if (*rc) {
+    sl_buf_free(&json);
+    return NULL;
+  }
+  sl_buf_putc(&json, '\0');
+  return sl_buf_steal(&json, NULL);
+}
+
+static const char caller[] =
+    "local path, args = ...\n"
+    "local fn = _G\n"
+    "for part in path:gmatch('[^.]+') do\n"
+    "  if type(fn) ~= 'table' then fn = nil break end\n"
+    "  fn = fn[part]\n"
+    "end\n"
+    "if type(fn) ~= 'function' then error('no Lua function at ' .. path, 0) end\n"
+    "local slither = require('slither')\n"
+    "local r = { n = 0 }\n"
+    "local function keep(...) r = { n = select('#', ...), ... } end\n"
+    "local res = { require('slither.task').run_main(function() keep(fn(unpack(args))) end) }\n"
+    "if not res[1] then error(res[2], 0) end\n"
+    "local out = slither.array()\n"
+    "for i = 1, r.n do out[i] = r[i] == nil and slither.null or r[i] end\n"
+    "return out\n";
+
+int slither_call(slither_engine *e, const char *path, const char *args_json,
+                 char **result_json) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), rc;
+  char err[256];
+  *result_json = NULL;
+  if (luaL_loadbuffer(L, caller, sizeof caller - 1, "=slither_call")) {
+    set_err(e, lua_tostring(L, -1));
+    lua_settop(L, top);
+    return SL_EINVAL;
+  }
+  lua_pushstring(L, path);
+  if (sl_codec_decode(L, args_json ? args_json : "[]", strlen(args_json ? args_json : "[]"),
+                      NULL, 0, err, sizeof err) ||
+      !lua_istable(L, -1)) {
+    set_err(e, "slither_call: args_json must be a JSON list");
+    lua_settop(L, top);
+    return SL_EINVAL;
+  }
+  if (lua_pcall(L, 2, 1, 0)) {
+    set_err(e, lua_tostring(L, -1));
+    lua_settop(L, top);
+    return SL_EINVAL;
+  }
+  *result_json = to_json(L, -1, 1, &rc);
+  if (rc) set_err(e, "slither_call: the results have no JSON form");
+  lua_settop(L, top);
+  return rc;
+}
+
+/* slither.host.NAME(...) -> the C function's JSON result, decoded. */
+static int host_trampoline(lua_State *L) {
+  slither_c_fn fn = (slither_c_fn)(size_t)lua_touserdata(L, lua_upvalueindex(1));
+  void *ud = lua_touserdata(L, lua_upvalueindex(2));
+  int n = lua_gettop(L), i, rc;
+  int executor = lua_toboolean(L, lua_upvalueindex(3));
+  char *args, *res = NULL, err[256];
+  if (executor) {
+    /* an executor gets the payload list itself */
+    luaL_checktype(L, 1, LUA_TTABLE);
+    args = to_json(L, 1, 1, &rc);
+  } else {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "slither");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "array");
+    lua_call(L, 0, 1);
+    for (i = 1; i <= n; i++) {
+      lua_pushvalue(L, i);
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlightuserdata(L, NULL);
+      }
+      lua_rawseti(L, -2, i);
+    }
+    args = to_json(L, -1, 1, &rc);
+  }
+  if (!args) return luaL_error(L, "arguments have no JSON form");
+  rc = fn(ud, args, &res);
+  free(args);
+  if (rc) {
+    lua_pushstring(L, res ? res : "host function failed");
+    free(res);
+    return lua_error(L);
+  }
+  if (!res) {
+    lua_pushnil(L);
+    return 1;
+  }
+  rc = sl_codec_decode(L, res, strlen(res), NULL, 0, err, sizeof err);
+  free(res);
+  if (rc) return luaL_error(L, "host function returned bad JSON: %s", err);
+  return 1;
+}
+
+static int register_in(slither_engine *e, const char *table, const char *name, slither_c_fn fn,
+                       void *ud) {
+  lua_State *L = e->L;
+  if (!name || !*name || !fn) return SL_EINVAL;
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "slither");
+  if (lua_pcall(L, 1, 1, 0)) {
+    set_err(e, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return SL_EINVAL;
+  }
+  lua_getfield(L, -1, table);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, table);
+  }
+  lua_pushlightuserdata(L, (void *)(size_t)fn);
+  lua_pushlightuserdata(L, ud);
+  lua_pushboolean(L, strcmp(table, "executors_c") == 0);
+  lua_pushcclosure(L, host_trampoline, 3);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 2);
+  return 0;
+}
+
+int slither_register(slither_engine *e, const char *name, slither_c_fn fn, void *ud) {
+  return register_in(e, "host", name, fn, ud);
+}
+
+/* An executor is called with the batch's payloads and gets them as a JSON list;
+ * its result must be a list of the same length. Registered as
+ * slither.executors.NAME, a function dispatch takes as its executor. */
+int slither_register_executor(slither_engine *e, const char *name, slither_c_fn fn, void *ud) {
+  int rc = register_in(e, "executors_c", name, fn, ud);
+  lua_State *L = e->L;
+  if (rc) return rc;
+  if (luaL_dostring(L,
+                    "local slither = require('slither')\n"
+                    "slither.executors = slither.executors or {}\n"
+                    "for name, f in pairs(slither.executors_c) do\n"
+                    "  slither.executors[name] = slither.executors[name] or function(p)\n"
+                    "    return f(p)\n"
+                    "  end\n"
+                    "end")) {
+    set_err(e, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return SL_EINVAL;
+  }
+  return 0;
+}
+
+/* ---- store access from any thread ----------------------------------------------
+ * Values are JSON for the host and pickles in the store: each thread transcodes
+ * with a Lua state of its own, used for nothing else. */
+
+static pthread_key_t codec_key;
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_state_free(void *p) { lua_close(p); }
+static void codec_key_init(void) { pthread_key_create(&codec_key, codec_state_free); }
+
+static lua_State *codec_state(void) {
+  lua_State *T;
+  pthread_once(&codec_once, codec_key_init);
+  T = pthread_getspecific(codec_key);
+  if (!T) {
+    T = luaL_newstate();
+    if (!T) return NULL;
+    sl_codec_open(T);
+    pthread_setspecific(codec_key, T);
+  }
+  return T;
+}
+
+int slither_store_get(slither_engine *e, const char *store, const char *table,
+                      const char *key, char **value_json) {
+  sl_store *s = sl_store_find(store);
+  lua_State *T = codec_state();
+  int t, rc, found;
+  size_t klen, n, i;
+  sl_val *vals;
+  char *kb, err[256];
+  (void)e;
+  *value_json = NULL;
+  if (!s) return SL_ENOTFOUND;
+  if (!T) return SL_ENOMEM;
+  if ((t = sl_store_table(s, table)) < 0) return SL_ENOTFOUND;
+  kb = malloc(strlen(key) + 1);
+  if (!kb) return SL_ENOMEM;
+  klen = sl_store_key_str(kb, key, strlen(key));
+  found = sl_store_get(s, t, kb, klen, &vals, &n);
+  free(kb);
+  if (found < 0) return SL_ENOMEM;
+  if (found == 0) return 0;
+  lua_settop(T, 0);
+  if (s->tables[t].type == SL_TABLE_BAG) lua_newtable(T);
+  for (i = 0; i < n; i++) {
+    if (sl_codec_decode_pickle(T, vals[i].data, vals[i].len, 0, err, sizeof err)) {
+      sl_store_vals_free(vals, n);
+      lua_settop(T, 0);
+      return SL_ECODEC;
+    }
+    if (s->tables[t].type == SL_TABLE_BAG) lua_rawseti(T, 1, (int)i + 1);
+  }
+  sl_store_vals_free(vals, n);
+  *value_json = to_json(T, 1, s->tables[t].type == SL_TABLE_BAG, &rc);
+  lua_settop(T, 0);
+  return rc;
+}
+
+int slither_store_put(slither_engine *e, const char *store, const char *table,
+                      const char *key, const char *value_json) {
+  sl_store *s = sl_store_find(store);
+  lua_State *T = codec_state();
+  int t, rc;
+  sl_buf val, att;
+  sl_kv kv;
+  char *kb, err[256];
+  (void)e;
+  if (!s) return SL_ENOTFOUND;
+  if (!T) return SL_ENOMEM;
+  if ((t = sl_store_table(s, table)) < 0) return SL_ENOTFOUND;
+  lua_settop(T, 0);
+  if (sl_codec_decode(T, value_json, strlen(value_json), NULL, 0, err, sizeof err))
+    return SL_ECODEC;
+  sl_buf_init(&val);
+  sl_buf_init(&att);
+  rc = sl_codec_encode_fmt(T, 1, 0, SL_CODEC_PICKLE, &val, &att, err, sizeof err);
+  lua_settop(T, 0);
+  sl_buf_free(&att);
+  if (rc) {
+    sl_buf_free(&val);
+    return rc;
+  }
+  kb = malloc(strlen(key) + 1);
+  if (!kb) {
+    sl_buf_free(&val);
+    return SL_ENOMEM;
+  }
+  kv.klen = sl_store_key_str(kb, key, strlen(key));
+  kv.key = kb;
+  kv.val = val.data;
+  kv.vlen = val.len;
+  rc = sl_store_write(s, t, &kv, 1);
+  free(kb);
+  sl_buf_free(&val);
+  return rc;
 }

@@ -125,6 +125,9 @@ int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *
 void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
 void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh);
 
+/* The running store of that name (any thread), or NULL. */
+sl_store *sl_store_find(const char *name);
+
 /* Bytes the store's segments hold in /dev/shm (current and retired). */
 size_t sl_store_bytes(sl_store *s);
 

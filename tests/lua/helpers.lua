@@ -48,6 +48,8 @@ end
 
 -- Open file descriptors of this process (the listing itself opens one more).
 function H.count_fds()
+  collectgarbage() -- files of finished io.popen calls close when collected
+  collectgarbage()
   local n = 0
   local p = io.popen("ls /proc/" .. ffi.C.getpid() .. "/fd")
   for _ in p:lines() do n = n + 1 end

@@ -1,0 +1,109 @@
+"""Install into a temporary prefix, then use it from outside the source tree: the
+binary finds its Lua modules and worker package by itself, a host program builds
+with pkg-config, and a stock luajit loads the module."""
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+BUILD = os.environ.get("SLITHER_BUILD") or os.path.join(ROOT, "build")
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLITHER_") and k not in ("LUA_PATH", "LUA_CPATH")}
+    env["SLITHER_LOG"] = "warn"
+    env.update(extra)
+    return env
+
+
+class InstallTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.prefix = tempfile.mkdtemp(prefix="slither-prefix-")
+        cls.work = tempfile.mkdtemp(prefix="slither-outside-")
+        r = subprocess.run(["cmake", "--install", BUILD, "--prefix", cls.prefix],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(r.stdout + r.stderr)
+        # the build tree was configured with its own install prefix; this test
+        # installs elsewhere, so the config files are rewritten for the new prefix
+        cls.libdir = next(os.path.join(cls.prefix, d) for d in ("lib", "lib64",
+                          "lib/x86_64-linux-gnu") if os.path.exists(os.path.join(cls.prefix, d, "pkgconfig")))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.prefix, ignore_errors=True)
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def test_layout(self):
+        for rel in ("bin/slither", "include/slither.h", "share/slither/lua/slither/init.lua",
+                    "share/slither/pyworkers/slither_worker/__init__.py"):
+            self.assertTrue(os.path.exists(os.path.join(self.prefix, rel)), rel)
+        names = os.listdir(self.libdir)
+        self.assertIn("libslither.a", names)
+        self.assertTrue(any(n.startswith("libslither.so") for n in names))
+        self.assertTrue(os.path.exists(os.path.join(self.libdir, "lua/5.1/slither/core.so")))
+        self.assertTrue(os.path.exists(os.path.join(self.libdir, "cmake/slither/slitherConfig.cmake")))
+
+    def test_installed_binary_runs_a_script_outside_the_tree(self):
+        mod = os.path.join(self.work, "outside_mod.py")
+        with open(mod, "w") as f:
+            f.write("def triple(xs):\n    return [x * 3 for x in xs]\n")
+        script = os.path.join(self.work, "outside.lua")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(f"""
+                local slither = require("slither")
+                local paths = slither.core.paths()
+                print("lua", paths.lua)
+                print("worker", paths.worker)
+                local pool = assert(slither.pool.start{{ size = 1, path = {{ "{self.work}" }} }})
+                print("result", pool:call("outside_mod", "triple", {{ 14 }})[1])
+            """))
+        r = subprocess.run([os.path.join(self.prefix, "bin/slither"), script], cwd=self.work,
+                           capture_output=True, text=True, env=clean_env(), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("result\t42", r.stdout)
+        for line in r.stdout.splitlines():
+            if line.startswith(("lua", "worker")):
+                path = os.path.realpath(line.split("\t", 1)[1])
+                self.assertTrue(path.startswith(os.path.realpath(self.prefix)), line)
+
+    def test_host_program_builds_with_pkg_config(self):
+        pc = os.path.join(self.libdir, "pkgconfig", "slither.pc")
+        text = open(pc).read()
+        # point the .pc file at this prefix (the build was configured for another)
+        lines = [l for l in text.splitlines() if not l.startswith(("prefix=", "libdir=", "includedir="))]
+        with open(pc, "w") as f:
+            f.write(f"prefix={self.prefix}\nlibdir={self.libdir}\nincludedir={self.prefix}/include\n")
+            f.write("\n".join(lines) + "\n")
+        env = clean_env(PKG_CONFIG_PATH=os.path.dirname(pc))
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "slither"], env=env,
+                               capture_output=True, text=True, check=True).stdout.split()
+        exe = os.path.join(self.work, "host")
+        src = os.path.join(ROOT, "tests", "c", "host_example.c")
+        r = subprocess.run(["cc", "-o", exe, src, "-I" + os.path.join(ROOT, "tests", "c"),
+                            "-pthread", *flags], env=env, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run([exe], cwd=self.work, capture_output=True, text=True, timeout=120,
+                           env=clean_env(PYDIR=HERE, LD_LIBRARY_PATH=self.libdir))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("0 failed", r.stdout)
+
+    def test_stock_luajit_loads_the_installed_module(self):
+        env = clean_env(LUA_PATH=os.path.join(self.prefix, "share/slither/lua/?.lua") + ";" +
+                        os.path.join(self.prefix, "share/slither/lua/?/init.lua") + ";;",
+                        LUA_CPATH=os.path.join(self.libdir, "lua/5.1/?.so") + ";;")
+        r = subprocess.run(["luajit", "-e", 'local s = require("slither"); print(s.version,'
+                            ' s.core.paths().worker)'], cwd=self.work, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("0.1.0", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
