@@ -199,7 +199,12 @@ static int l_timer(lua_State *L) {
   lt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lt->core = c;
   uv_timer_init(c->e.loop, &lt->t);
-  uv_timer_start(&lt->t, timer_cb, ms > 0 ? (uint64_t)ms : 0, 0);
+  /* The loop's clock is cached: after a long stretch of Lua it lags, and the
+   * timer would fire early. A 0 ms timer started from a timer callback would
+   * run in the same pass of the loop, again and again, starving I/O: sleep(0)
+   * waits 1 ms, one turn of the loop. */
+  uv_update_time(c->e.loop);
+  uv_timer_start(&lt->t, timer_cb, ms >= 1 ? (uint64_t)ms : 1, 0);
   return 1;
 }
 

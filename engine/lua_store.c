@@ -171,7 +171,9 @@ static int l_get(lua_State *L) {
   size_t klen, n;
   sl_val *vals;
   const char *k = key_bytes(L, 3, buf, sizeof buf, &klen, &heap);
-  int rc = sl_store_get(&ls->s, t, k, klen, &vals, &n);
+  int rc = lua_toboolean(L, 4) && ls->in_shadow
+               ? sl_store_shadow_get(&ls->s, &ls->shadow, t, k, klen, &vals, &n)
+               : sl_store_get(&ls->s, t, k, klen, &vals, &n);
   free(heap);
   if (rc < 0) return luaL_error(L, "out of memory");
   push_vals(L, ls->s.tables[t].type, vals, n);
@@ -336,7 +338,7 @@ static int l_put(lua_State *L) {
     wbatch_free(&b);
     return luaL_error(L, "cannot store this value: %s", err);
   }
-  apply(L, ls, t, &b, lua_toboolean(L, 5));
+  apply(L, ls, t, &b, lua_toboolean(L, 5) && ls->in_shadow);
   return 0;
 }
 
@@ -363,7 +365,7 @@ static int l_put_many(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  apply(L, ls, t, &b, lua_toboolean(L, 4));
+  apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
   return 0;
 }
 
@@ -374,13 +376,16 @@ static int l_delete(lua_State *L) {
   char err[64];
   if (wbatch_init(&b, 1)) return luaL_error(L, "out of memory");
   encode_one(L, &b, 3, 0, err, sizeof err);
-  apply(L, ls, t, &b, 0);
+  apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
   return 0;
 }
 
 static int l_clear(lua_State *L) {
   lstore *ls = check_store(L);
-  if (sl_store_clear(&ls->s, check_table(L, ls, 2))) return luaL_error(L, "out of memory");
+  int t = check_table(L, ls, 2);
+  int rc = lua_toboolean(L, 3) && ls->in_shadow ? sl_store_shadow_clear(&ls->s, &ls->shadow, t)
+                                                : sl_store_clear(&ls->s, t);
+  if (rc) return luaL_error(L, "out of memory");
   return 0;
 }
 

@@ -29,7 +29,6 @@
 
 #define DIR_HDR 64
 #define DIR_ENTRY 256
-#define GRACE_MS 5000.0 /* a reader holding a retired segment has this long */
 #define MIN_CAP 64
 #define MIN_HEAP (64 * 1024)
 
@@ -252,6 +251,10 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
 void sl_store_destroy(sl_store *s) {
   int i;
   sl_seg *g;
+  /* readers in other processes that still map these see them retired, look in
+   * the directory again, and find the store gone (or a new one of that name) */
+  for (i = 0; i < s->ntables; i++)
+    if (s->tables[i].cur) STORE_REL(U32(s->tables[i].cur->base, H_RETIRED), 1);
   for (i = 0; i < s->ntables; i++) seg_free(s->tables[i].cur, 1);
   while ((g = s->retired)) {
     s->retired = g->next;
@@ -276,7 +279,23 @@ int sl_store_table(const sl_store *s, const char *name) {
 
 /* ---- reads ---------------------------------------------------------------------- */
 
-static sl_seg *current(sl_store *s, int t) { return LOAD_ACQ(&s->tables[t].cur); }
+/* Pin the current segment of table t for reading (see sl_seg_pin). */
+static __thread int my_stripe = -1;
+static int next_stripe;
+
+/* Announce a reader, then load the current segment (the order matters: see
+ * sl_seg_pin). The caller reads it, then calls unpin. */
+static sl_seg *pin(sl_store *s, int t, int *stripe) {
+  if (my_stripe < 0)
+    my_stripe = __atomic_fetch_add(&next_stripe, 1, __ATOMIC_RELAXED) % SL_SEG_STRIPES;
+  *stripe = my_stripe;
+  __atomic_fetch_add(&s->pins[*stripe].n, 1, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(&s->tables[t].cur, __ATOMIC_SEQ_CST);
+}
+
+static void unpin(sl_store *s, int stripe) {
+  __atomic_fetch_sub(&s->pins[stripe].n, 1, __ATOMIC_RELEASE);
+}
 
 static int get_in(const char *base, int type, const char *key, size_t klen, sl_val **vals,
                   size_t *n) {
@@ -293,8 +312,11 @@ static int get_in(const char *base, int type, const char *key, size_t klen, sl_v
 }
 
 int sl_store_get(sl_store *s, int t, const char *key, size_t klen, sl_val **vals, size_t *n) {
-  sl_seg *g = current(s, t);
-  return get_in(g->base, s->tables[t].type, key, klen, vals, n);
+  int k, rc;
+  sl_seg *g = pin(s, t, &k);
+  rc = get_in(g->base, s->tables[t].type, key, klen, vals, n);
+  unpin(s, k);
+  return rc;
 }
 
 int sl_store_get_many(sl_store *s, int t, const char *const *keys, const size_t *klens,
@@ -305,17 +327,23 @@ int sl_store_get_many(sl_store *s, int t, const char *const *keys, const size_t 
   size_t i;
   if (!cnt) return SL_ENOMEM;
   for (;;) {
-    sl_seg *g = current(s, t);
+    int k;
+    sl_seg *g = pin(s, t, &k);
     uint64_t s1 = LOAD_ACQ(U64(g->base, H_SEQ)), s2;
-    if (s1 & 1) continue; /* a multi-key write is running: it is short */
+    if (s1 & 1) { /* a multi-key write is running: it is short */
+      unpin(s, k);
+      continue;
+    }
     for (i = 0; i < nkeys; i++) {
       if (get_in(g->base, s->tables[t].type, keys[i], klens[i], &out[i], &cnt[i]) < 0) {
+        unpin(s, k);
         free(cnt);
         return SL_ENOMEM;
       }
     }
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     s2 = LOAD_RLX(U64(g->base, H_SEQ));
+    unpin(s, k);
     if (s1 == s2) break;
     for (i = 0; i < nkeys; i++) sl_store_vals_free(out[i], cnt[i]), out[i] = NULL, cnt[i] = 0;
   }
@@ -324,8 +352,11 @@ int sl_store_get_many(sl_store *s, int t, const char *const *keys, const size_t 
 }
 
 size_t sl_store_size(sl_store *s, int t) {
-  sl_seg *g = current(s, t);
-  return (size_t)LOAD_ACQ(U64(g->base, s->tables[t].type == SL_TABLE_BAG ? H_NVALS : H_COUNT));
+  int k;
+  sl_seg *g = pin(s, t, &k);
+  size_t n = (size_t)LOAD_ACQ(U64(g->base, s->tables[t].type == SL_TABLE_BAG ? H_NVALS : H_COUNT));
+  unpin(s, k);
+  return n;
 }
 
 typedef struct entry {
@@ -337,7 +368,8 @@ typedef struct entry {
 
 int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud) {
   for (;;) {
-    sl_seg *g = current(s, t);
+    int pk;
+    sl_seg *g = pin(s, t, &pk);
     const char *base = g->base;
     uint64_t s1 = LOAD_ACQ(U64(g->base, H_SEQ)), s2;
     uint32_t cap = LOAD_RLX(U32(g->base, H_CAP)), i;
@@ -345,7 +377,10 @@ int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud) {
     entry *es = NULL;
     size_t ne = 0, ce = 0, k;
     int stop = 0, rc = 0;
-    if (s1 & 1) continue;
+    if (s1 & 1) {
+      unpin(s, pk);
+      continue;
+    }
     for (i = 0; i < cap; i++) {
       uint64_t *sl = slot(base, i);
       uint64_t kw = LOAD_ACQ(&sl[1]), vw;
@@ -370,6 +405,7 @@ int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud) {
     }
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     s2 = LOAD_RLX(U64(g->base, H_SEQ));
+    unpin(s, pk);
     if (rc == 0 && s1 == s2)
       for (k = 0; k < ne && !stop; k++) stop = fn(ud, es[k].key, es[k].klen, es[k].vals, es[k].n);
     for (k = 0; k < ne; k++) {
@@ -386,6 +422,9 @@ int sl_store_scan(sl_store *s, int t, sl_store_visit_fn fn, void *ud) {
 static uint64_t heap_append(char *base, const void *p, size_t n) {
   uint64_t used = *U64(base, H_HEAP_USED);
   char *heap = base + *U64(base, H_HEAP_OFF);
+  /* callers reserve room first (ensure_room); running out here is a bug in that
+   * sizing, and writing on would corrupt the segment */
+  if (used + n > *U64(base, H_HEAP_SIZE)) abort();
   memcpy(heap + used, p, n);
   *U64(base, H_HEAP_USED) = (used + n + 7) & ~(uint64_t)7;
   return used;
@@ -408,6 +447,61 @@ static size_t write_need(const char *base, int type, const sl_kv *kv) {
     need += 4 + 8 * ((size_t)cnt + 1) + 8;
   }
   return need;
+}
+
+/* A bag's new value list: the values of the list at vw_old (0: none) plus those
+ * of kv[0..m) not already in it (a bag stores the same object once). Appends the
+ * new values and one list blob; returns the new value word, or vw_old when
+ * nothing was added. NVALS is updated. */
+static uint64_t bag_list(char *base, uint64_t vw_old, const sl_kv *kv, size_t m) {
+  char *heap = base + *U64(base, H_HEAP_OFF);
+  uint32_t cnt = 0, k, total;
+  size_t i, added = 0;
+  char *blob;
+  uint64_t boff;
+  if (vw_old) memcpy(&cnt, heap + (vw_old >> 32), 4);
+  blob = malloc(4 + 8 * ((size_t)cnt + m));
+  if (!blob) abort();
+  if (cnt) memcpy(blob + 4, heap + (vw_old >> 32) + 4, 8 * (size_t)cnt);
+  total = cnt;
+  for (i = 0; i < m; i++) {
+    int dup = 0;
+    uint32_t off, len = (uint32_t)kv[i].vlen;
+    for (k = 0; k < total && !dup; k++) {
+      uint32_t o, l;
+      memcpy(&o, blob + 4 + 8 * k, 4);
+      memcpy(&l, blob + 8 + 8 * k, 4);
+      dup = l == len && memcmp(heap + o, kv[i].val, l) == 0;
+    }
+    if (dup) continue;
+    off = (uint32_t)heap_append(base, kv[i].val, kv[i].vlen);
+    memcpy(blob + 4 + 8 * total, &off, 4);
+    memcpy(blob + 8 + 8 * total, &len, 4);
+    total++;
+    added++;
+  }
+  if (!added) {
+    free(blob);
+    return vw_old;
+  }
+  memcpy(blob, &total, 4);
+  boff = heap_append(base, blob, 4 + 8 * (size_t)total);
+  free(blob);
+  STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + added);
+  return boff << 32 | (4 + 8 * (uint64_t)total);
+}
+
+/* Publish a key that is not in the segment yet with value word vw. */
+static void insert_new(char *base, const char *key, size_t klen, uint64_t vw) {
+  uint32_t h = sl_crc32(key, klen);
+  int64_t i = seg_find(base, h, key, klen, 1);
+  uint64_t *sl = slot(base, (uint32_t)i);
+  uint64_t koff = heap_append(base, key, klen);
+  STORE_REL(&sl[0], (uint64_t)h);
+  STORE_REL(&sl[2], vw);
+  STORE_REL(&sl[1], koff << 32 | klen);
+  *U64(base, H_USED_SLOTS) += 1;
+  STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) + 1);
 }
 
 /* Apply one put or delete to a segment that has room for it. */
@@ -433,36 +527,9 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
     return;
   }
   if (type == SL_TABLE_BAG) {
-    uint32_t cnt = 0, k, off;
-    char *blob;
-    size_t blen;
-    uint64_t boff;
-    if (vw_old) {
-      memcpy(&cnt, heap + (vw_old >> 32), 4);
-      for (k = 0; k < cnt; k++) { /* the same object twice is stored once */
-        uint32_t o, l;
-        memcpy(&o, heap + (vw_old >> 32) + 4 + 8 * k, 4);
-        memcpy(&l, heap + (vw_old >> 32) + 8 + 8 * k, 4);
-        if (l == kv->vlen && memcmp(heap + o, kv->val, l) == 0) return;
-      }
-    }
-    off = (uint32_t)heap_append(base, kv->val, kv->vlen);
-    blen = 4 + 8 * ((size_t)cnt + 1);
-    blob = malloc(blen);
-    if (!blob) return;
-    cnt++;
-    memcpy(blob, &cnt, 4);
-    if (vw_old) memcpy(blob + 4, heap + (vw_old >> 32) + 4, 8 * (size_t)(cnt - 1));
-    memcpy(blob + 4 + 8 * (cnt - 1), &off, 4);
-    {
-      uint32_t l = (uint32_t)kv->vlen;
-      memcpy(blob + 8 + 8 * (cnt - 1), &l, 4);
-    }
-    boff = heap_append(base, blob, blen);
-    free(blob);
-    vw = boff << 32 | blen;
+    vw = bag_list(base, vw_old, kv, 1);
+    if (vw == vw_old) return; /* already there */
     if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
-    STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + 1);
   } else {
     uint64_t off = heap_append(base, kv->val, kv->vlen);
     vw = off << 32 | kv->vlen;
@@ -485,6 +552,121 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
   }
 }
 
+/* ---- batches --------------------------------------------------------------------
+ * A bag key written several times in one batch gets one new list, not one per
+ * value: the batch is taken in key order (stable, so each key's writes keep their
+ * order) and each key's puts are appended together. */
+
+static const sl_kv *cmp_base;
+
+static int kv_order(const void *a, const void *b) {
+  size_t i = *(const size_t *)a, j = *(const size_t *)b;
+  const sl_kv *x = &cmp_base[i], *y = &cmp_base[j];
+  if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
+  {
+    int c = memcmp(x->key, y->key, x->klen);
+    if (c) return c;
+  }
+  return i < j ? -1 : (i > j); /* stable */
+}
+
+/* The batch's order for a bag (NULL for other tables, or on failure). The caller
+ * holds the store's write lock, which also guards cmp_base. */
+static size_t *bag_order(int type, const sl_kv *kv, size_t n) {
+  size_t *ord, i;
+  if (type != SL_TABLE_BAG || n < 2) return NULL;
+  ord = malloc(n * sizeof *ord);
+  if (!ord) return NULL;
+  for (i = 0; i < n; i++) ord[i] = i;
+  cmp_base = kv;
+  qsort(ord, n, sizeof *ord, kv_order);
+  return ord;
+}
+
+static int same_key(const sl_kv *a, const sl_kv *b) {
+  return a->klen == b->klen && memcmp(a->key, b->key, a->klen) == 0;
+}
+
+/* Bytes a batch may append to base. */
+static size_t batch_need(const char *base, int type, const sl_kv *kv, size_t n,
+                         const size_t *ord) {
+  size_t need = 0, i = 0;
+  if (!ord) {
+    for (i = 0; i < n; i++)
+      if (kv[i].val) need += write_need(base, type, &kv[i]);
+    return need;
+  }
+  while (i < n) {
+    const sl_kv *k0 = &kv[ord[i]];
+    size_t j = i, m = 0, cnt = 0;
+    int deletes = 0;
+    uint32_t c = 0;
+    int64_t slot_i = seg_find(base, sl_crc32(k0->key, k0->klen), k0->key, k0->klen, 0);
+    if (slot_i >= 0) {
+      uint64_t vw = slot(base, (uint32_t)slot_i)[2];
+      if (vw) memcpy(&c, base + *U64((char *)base, H_HEAP_OFF) + (vw >> 32), 4);
+    }
+    cnt = c;
+    while (j < n && same_key(&kv[ord[j]], k0)) {
+      const sl_kv *e = &kv[ord[j]];
+      if (!e->val) deletes = 1;
+      else {
+        m++;
+        need += e->vlen + 8;
+        if (deletes) need += 4 + 8 * (cnt + m) + 8; /* written one at a time */
+      }
+      j++;
+    }
+    need += k0->klen + 8 + 4 + 8 * (cnt + m) + 8;
+    i = j;
+  }
+  return need;
+}
+
+static void apply_batch(char *base, int type, const sl_kv *kv, size_t n, const size_t *ord) {
+  size_t i = 0;
+  if (!ord) {
+    for (i = 0; i < n; i++) seg_apply(base, type, &kv[i]);
+    return;
+  }
+  while (i < n) {
+    const sl_kv *k0 = &kv[ord[i]];
+    size_t j = i, m = 0;
+    int deletes = 0;
+    while (j < n && same_key(&kv[ord[j]], k0)) {
+      if (!kv[ord[j]].val) deletes = 1;
+      j++;
+    }
+    if (deletes) {
+      for (; i < j; i++) seg_apply(base, type, &kv[ord[i]]);
+      continue;
+    }
+    {
+      sl_kv *vals = malloc((j - i) * sizeof *vals);
+      uint32_t h = sl_crc32(k0->key, k0->klen);
+      int64_t si;
+      uint64_t *sl, vw_old, vw;
+      if (!vals) abort();
+      for (m = 0; i + m < j; m++) vals[m] = kv[ord[i + m]];
+      si = seg_find(base, h, k0->key, k0->klen, 1);
+      sl = slot(base, (uint32_t)si);
+      vw_old = sl[1] ? sl[2] : 0;
+      vw = bag_list(base, vw_old, vals, m);
+      free(vals);
+      if (vw != vw_old) {
+        if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
+        if (sl[1]) {
+          STORE_REL(&sl[2], vw);
+          if (!vw_old) STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) + 1);
+        } else {
+          insert_new(base, k0->key, k0->klen, vw);
+        }
+      }
+      i = j;
+    }
+  }
+}
+
 /* A new segment for table t with the live entries of g and room for more. */
 static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t extra_bytes) {
   const char *base = g->base;
@@ -502,37 +684,48 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
   if (!n) return NULL;
   for (i = 0; i < cap; i++) {
     uint64_t *sl = slot(base, i);
-    uint64_t kw = sl[1], vw = sl[2];
-    sl_kv kv;
+    uint64_t kw = sl[1], vw = sl[2], nvw;
     if (!kw || !vw) continue;
-    kv.key = heap + (kw >> 32);
-    kv.klen = kw & 0xffffffffu;
     if (type == SL_TABLE_BAG) {
+      /* the whole list at once: copying value by value would rewrite it each time */
       uint32_t cnt, k;
+      sl_kv *vals;
       memcpy(&cnt, heap + (vw >> 32), 4);
+      vals = calloc(cnt ? cnt : 1, sizeof *vals);
+      if (!vals) {
+        seg_free(n, 1);
+        return NULL;
+      }
       for (k = 0; k < cnt; k++) {
         uint32_t o, l;
         memcpy(&o, heap + (vw >> 32) + 4 + 8 * k, 4);
         memcpy(&l, heap + (vw >> 32) + 8 + 8 * k, 4);
-        kv.val = heap + o;
-        kv.vlen = l;
-        seg_apply(n->base, type, &kv);
+        vals[k].val = heap + o;
+        vals[k].vlen = l;
       }
+      nvw = bag_list(n->base, 0, vals, cnt);
+      free(vals);
     } else {
-      kv.val = heap + (vw >> 32);
-      kv.vlen = vw & 0xffffffffu;
-      seg_apply(n->base, type, &kv);
+      nvw = heap_append(n->base, heap + (vw >> 32), vw & 0xffffffffu) << 32 |
+            (vw & 0xffffffffu);
+      STORE_REL(U64(n->base, H_NVALS), *U64(n->base, H_NVALS) + 1);
     }
+    insert_new(n->base, heap + (kw >> 32), kw & 0xffffffffu, nvw);
   }
   return n;
 }
 
 static void reap_retired(sl_store *s) {
   sl_seg **pp = &s->retired;
-  double now = now_ms();
+  unsigned idle = 0, all = (1u << SL_SEG_STRIPES) - 1;
+  int i;
+  if (!s->retired) return;
+  for (i = 0; i < SL_SEG_STRIPES; i++)
+    if (__atomic_load_n(&s->pins[i].n, __ATOMIC_SEQ_CST) == 0) idle |= 1u << i;
   while (*pp) {
     sl_seg *g = *pp;
-    if (now - g->retired_at > GRACE_MS) {
+    g->seen |= idle;
+    if (g->seen == all) {
       *pp = g->next;
       seg_free(g, 0);
     } else {
@@ -542,6 +735,7 @@ static void reap_retired(sl_store *s) {
 }
 
 static void retire(sl_store *s, sl_seg *old) {
+  old->seen = 0;
   STORE_REL(U32(old->base, H_RETIRED), 1);
   unlink(old->path); /* mappings stay valid; new readers go through the directory */
   old->retired_at = now_ms();
@@ -550,22 +744,38 @@ static void retire(sl_store *s, sl_seg *old) {
 }
 
 /* Make room in t's segment for writes; swap in a bigger or compacted one. */
-static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n) {
+static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n, const size_t *ord) {
   sl_seg *g = s->tables[t].cur, *ng;
   char *base = g->base;
-  size_t need = 0, i;
+  size_t need;
   uint64_t cap = *U32(base, H_CAP), used = *U64(base, H_USED_SLOTS);
   uint64_t garbage = *U64(base, H_GARBAGE), heap_used = *U64(base, H_HEAP_USED);
-  for (i = 0; i < n; i++)
-    if (kv[i].val) need += write_need(base, s->tables[t].type, &kv[i]);
-  /* Reclaim when over half the heap is dead: a table rewritten forever stays
-   * within about twice its live size. */
+  double now = now_ms();
+  need = batch_need(base, s->tables[t].type, kv, n, ord);
+  /* Reclaim when half of the heap's capacity is dead: a table rewritten forever
+   * stays within a few times its live size, and compaction comes at most once per
+   * half a heap of writes. */
+  (void)heap_used;
   if ((used + n + 1) * 2 <= cap && need <= heap_free(base) &&
-      !(garbage > heap_used / 2 && garbage > MIN_HEAP))
+      garbage <= *U64(base, H_HEAP_SIZE) / 2)
     return 0;
-  ng = rebuild(s, t, g, n, need);
+  /* Rebuilds in quick succession (a write storm) get a roomier heap each time,
+   * so they become rare and few retired segments wait for their grace period. */
+  if (now - s->tables[t].last_rebuild < 100) {
+    if (s->tables[t].boost < 6) s->tables[t].boost++;
+  } else if (s->tables[t].boost > 0) {
+    s->tables[t].boost--;
+  }
+  s->tables[t].last_rebuild = now;
+  {
+    /* the extra room is capped, so a large table is never sized many times over */
+    size_t live = (size_t)(heap_used - garbage);
+    size_t extra = live * ((1u << s->tables[t].boost) - 1);
+    if (extra > ((size_t)1 << 20)) extra = (size_t)1 << 20;
+    ng = rebuild(s, t, g, n, need + extra);
+  }
   if (!ng) return SL_ENOMEM;
-  STORE_REL(&s->tables[t].cur, ng);
+  __atomic_store_n(&s->tables[t].cur, ng, __ATOMIC_SEQ_CST);
   dir_write(s);
   retire(s, g);
   return 0;
@@ -573,13 +783,15 @@ static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n) {
 
 int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
   int rc;
-  size_t i;
   char *base;
   uint64_t *seq;
+  size_t *ord;
   pthread_mutex_lock(&s->wlock);
   reap_retired(s);
-  rc = ensure_room(s, t, kv, n);
+  ord = bag_order(s->tables[t].type, kv, n);
+  rc = ensure_room(s, t, kv, n, ord);
   if (rc) {
+    free(ord);
     pthread_mutex_unlock(&s->wlock);
     return rc;
   }
@@ -589,10 +801,11 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
     STORE_REL(seq, *seq + 1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
   }
-  for (i = 0; i < n; i++) seg_apply(base, s->tables[t].type, &kv[i]);
+  apply_batch(base, s->tables[t].type, kv, n, ord);
   if (n > 1) STORE_REL(seq, *seq + 1);
   s->tables[t].version++;
   pthread_mutex_unlock(&s->wlock);
+  free(ord);
   return 0;
 }
 
@@ -605,7 +818,7 @@ int sl_store_clear(sl_store *s, int t) {
     pthread_mutex_unlock(&s->wlock);
     return SL_ENOMEM;
   }
-  STORE_REL(&s->tables[t].cur, ng);
+  __atomic_store_n(&s->tables[t].cur, ng, __ATOMIC_SEQ_CST);
   dir_write(s);
   retire(s, g);
   s->tables[t].version++;
@@ -633,25 +846,44 @@ int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh) {
 }
 
 int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n) {
-  size_t i, need = 0;
+  size_t need, *ord;
   sl_seg *g;
   pthread_mutex_lock(&s->wlock);
   g = sh->segs[t];
-  for (i = 0; i < n; i++)
-    if (kv[i].val) need += write_need(g->base, s->tables[t].type, &kv[i]);
+  ord = bag_order(s->tables[t].type, kv, n);
+  need = batch_need(g->base, s->tables[t].type, kv, n, ord);
   if ((*U64(g->base, H_USED_SLOTS) + n + 1) * 2 > *U32(g->base, H_CAP) ||
       need > heap_free(g->base)) {
     sl_seg *ng = rebuild(s, t, g, n, need); /* nobody reads a shadow: no grace needed */
     if (!ng) {
+      free(ord);
       pthread_mutex_unlock(&s->wlock);
       return SL_ENOMEM;
     }
     seg_free(g, 1);
     sh->segs[t] = g = ng;
   }
-  for (i = 0; i < n; i++) seg_apply(g->base, s->tables[t].type, &kv[i]);
+  apply_batch(g->base, s->tables[t].type, kv, n, ord);
   pthread_mutex_unlock(&s->wlock);
+  free(ord);
   return 0;
+}
+
+int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key, size_t klen,
+                        sl_val **vals, size_t *n) {
+  return get_in(sh->segs[t]->base, s->tables[t].type, key, klen, vals, n);
+}
+
+int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t) {
+  sl_seg *ng;
+  pthread_mutex_lock(&s->wlock);
+  ng = seg_new(s, s->tables[t].name, s->tables[t].type, MIN_CAP, MIN_HEAP);
+  if (ng) {
+    seg_free(sh->segs[t], 1);
+    sh->segs[t] = ng;
+  }
+  pthread_mutex_unlock(&s->wlock);
+  return ng ? 0 : SL_ENOMEM;
 }
 
 void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh) {
@@ -660,7 +892,7 @@ void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh) {
   pthread_mutex_lock(&s->wlock);
   for (i = 0; i < s->ntables; i++) {
     if (old) old[i] = s->tables[i].cur;
-    STORE_REL(&s->tables[i].cur, sh->segs[i]);
+    __atomic_store_n(&s->tables[i].cur, sh->segs[i], __ATOMIC_SEQ_CST);
     s->tables[i].version++;
   }
   dir_write(s); /* Python readers switch every table at once */
@@ -685,6 +917,7 @@ size_t sl_store_bytes(sl_store *s) {
   int i;
   sl_seg *g;
   pthread_mutex_lock(&s->wlock);
+  reap_retired(s);
   for (i = 0; i < s->ntables; i++) n += s->tables[i].cur->size;
   for (g = s->retired; g; g = g->next) n += g->size;
   pthread_mutex_unlock(&s->wlock);

@@ -20,8 +20,8 @@
  * several keys (get_many) retries when it changed, so it sees all of a put_many or
  * none of it. Space is reclaimed by writing a new segment with only the live
  * entries and swapping it in (the same move as reload); the old segment is marked
- * retired, unlinked, and unmapped after a grace period, so a reader holding it
- * still reads a whole, older snapshot.
+ * retired and unlinked, and unmapped once no reader of this process can hold it
+ * (see sl_seg_pin), so a reader holding it still reads a whole, older snapshot.
  *
  * Keys are strings ('s' + bytes) or numbers ('n' + 8-byte double); values are
  * encoded bytes (a pickle of a plain value, see codec.h), decoded by the reader. */
@@ -39,12 +39,25 @@ enum { SL_TABLE_SET = 0, SL_TABLE_ORDERED_SET = 1, SL_TABLE_BAG = 2 };
 #define SL_STORE_NAME_MAX 64
 #define SL_SEG_PATH_MAX 160
 
+#define SL_SEG_STRIPES 16
+
+/* Readers announce themselves in a counter per stripe of threads (so readers on
+ * different threads do not share a cache line) before they load a segment. A
+ * retired segment is unmapped once every stripe has been seen at zero after it
+ * was retired: whoever could still hold it has finished, and later readers load
+ * its successor. No clock, no lock. */
+typedef struct sl_seg_pin {
+  long n;
+  char pad[64 - sizeof(long)];
+} sl_seg_pin;
+
 typedef struct sl_seg {
   char *base;
   size_t size;
   uint64_t gen;
   char path[SL_SEG_PATH_MAX];
   double retired_at; /* ms; 0 while current */
+  unsigned seen;     /* stripes seen idle since it was retired */
   struct sl_seg *next;
 } sl_seg;
 
@@ -53,6 +66,8 @@ typedef struct sl_table {
   int type;
   sl_seg *cur; /* atomic: readers load it with acquire */
   uint64_t version; /* bumped by every write (ordered iteration caches on it) */
+  double last_rebuild; /* ms: rebuilds in quick succession grow the heap faster */
+  int boost;
 } sl_table;
 
 typedef struct sl_store {
@@ -66,6 +81,7 @@ typedef struct sl_store {
   size_t dir_size;
   uint64_t gen;         /* last generation handed out */
   int pid;
+  sl_seg_pin pins[SL_SEG_STRIPES];
 } sl_store;
 
 /* A value read: bytes copied out (the caller frees vals[i].data via sl_store_vals_free). */
@@ -122,6 +138,10 @@ typedef struct sl_store_shadow {
 } sl_store_shadow;
 int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh);
 int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n);
+/* Reads and clears inside a reload see and change the fresh tables. */
+int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key, size_t klen,
+                        sl_val **vals, size_t *n);
+int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t);
 void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
 void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh);
 

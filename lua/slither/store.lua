@@ -42,6 +42,10 @@ function M.define(spec)
   for i, t in ipairs(spec.tables) do
     check(type(t) == "table" and type(t.name) == "string" and t.name:match("^[%w_%-]+$"),
       "table %d of store '%s' needs a name of letters, digits, '_' or '-'", i, spec.name)
+    for k in pairs(t) do
+      check(k == "name" or k == "type", "table '%s': unknown field '%s' (expected name, type)",
+        t.name, tostring(k))
+    end
     check(not seen[t.name], "store '%s' has two tables named '%s'", spec.name, t.name)
     seen[t.name] = true
     local ty = t.type or "set"
@@ -281,14 +285,14 @@ function Store:put_many(tbl, map, _shadow)
     { store = self.name, table = tbl, operation = "put_many" })
 end
 
-function Store:delete(tbl, key)
-  self.h:delete(tbl, key)
+function Store:delete(tbl, key, _shadow)
+  self.h:delete(tbl, key, _shadow)
   event("slither.store.write", { count = 1 },
     { store = self.name, table = tbl, operation = "delete" })
 end
 
-function Store:clear(tbl)
-  self.h:clear(tbl)
+function Store:clear(tbl, _shadow)
+  self.h:clear(tbl, _shadow)
   event("slither.store.write", { count = 0 }, { store = self.name, table = tbl, operation = "clear" })
 end
 
@@ -319,13 +323,25 @@ function Store:__tostring()
   return "slither.store(" .. self.name .. ")"
 end
 
--- Table proxies: store.tables.features:get(k), and the tables load receives.
-for _, name in ipairs({ "get", "get_many", "size", "entries", "match", "select", "fold",
-                        "range", "delete", "clear", "update" }) do
+-- Table proxies: store.tables.features:get(k), and the tables load receives. In
+-- load (a shadow table) get, put, delete, clear and update act on the fresh
+-- tables, so a load that fails half-way leaves the live ones untouched; the
+-- other reads see the live tables.
+for _, name in ipairs({ "get_many", "size", "entries", "match", "select", "fold", "range" }) do
   Table[name] = function(self, ...) return self.store[name](self.store, self.name, ...) end
 end
+function Table:get(key) return self.store.h:get(self.name, key, self.shadow) end
 function Table:put(key, value) return self.store:put(self.name, key, value, self.shadow) end
 function Table:put_many(map) return self.store:put_many(self.name, map, self.shadow) end
+function Table:delete(key) return self.store:delete(self.name, key, self.shadow) end
+function Table:clear() return self.store:clear(self.name, self.shadow) end
+function Table:update(key, fn)
+  if not self.shadow then return self.store:update(self.name, key, fn) end
+  local ok, new = pcall(fn, self:get(key))
+  if not ok then return nil, { kind = "update_failed", message = tostring(new) } end
+  if new == nil then self:delete(key) else self:put(key, new) end
+  return new
+end
 
 -- Stop every store (engine exit).
 function M.stop_all()

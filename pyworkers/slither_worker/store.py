@@ -74,11 +74,15 @@ class StoreReader:
     def __init__(self, name):
         self.name = name
         self.dir_path = f"/dev/shm/slither.{_engine_pid()}.{name}"
+        self._open_dir()
+
+    def _open_dir(self):
         try:
             with open(self.dir_path, "rb") as f:
+                self.dir_ino = os.fstat(f.fileno()).st_ino
                 self.dir = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         except FileNotFoundError:
-            raise KeyError(f"no store named {name!r} is running in the engine") from None
+            raise KeyError(f"no store named {self.name!r} is running in the engine") from None
         if _U32.unpack_from(self.dir, 0)[0] != _DIR_MAGIC:
             raise KeyError(f"{self.dir_path} is not a Slither store")
         self.tables = {}
@@ -107,18 +111,23 @@ class StoreReader:
         t = self.tables.get(table)
         if t is not None and not _U32.unpack_from(t.mm, 16)[0]:
             return t
-        if not os.path.exists(self.dir_path):
-            raise KeyError(f"store {self.name!r} has stopped")
+        try:
+            ino = os.stat(self.dir_path).st_ino
+        except FileNotFoundError:
+            raise KeyError(f"store {self.name!r} has stopped") from None
+        if ino != self.dir_ino:  # the store was stopped and started again
+            self._open_dir()
         while True:
             path = self._lookup_dir(table)
             try:
                 t = _Table(path)
             except FileNotFoundError:
+                if not os.path.exists(self.dir_path):
+                    raise KeyError(f"store {self.name!r} has stopped") from None
                 continue  # replaced between the directory read and the open
-            old = self.tables.get(table)
+            # The old mapping is not closed here: another thread may still be
+            # reading it. It closes when the last reference to it goes.
             self.tables[table] = t
-            if old is not None:
-                old.mm.close()
             return t
 
     def _find(self, t, kb):

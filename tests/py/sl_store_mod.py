@@ -1,0 +1,107 @@
+"""Python functions the store specs call: direct reads of the engine's store
+(slither_worker.store) and calls of the engine's views (slither_worker.view)."""
+import time
+
+import slither_worker
+
+
+def get(items):
+    """[store, table, key] -> the value (None / [] when absent)."""
+    return [slither_worker.store(s).get(t, k) for s, t, k in items]
+
+
+def get_many(items):
+    """[store, table, keys] -> the list of values."""
+    return [slither_worker.store(s).get_many(t, keys) for s, t, keys in items]
+
+
+def size(items):
+    return [slither_worker.store(s).size(t) for s, t in items]
+
+
+def try_store(items):
+    """[store, table, key] -> {"ok": value} or {"type": exception type, "message": str}."""
+    out = []
+    for s, t, k in items:
+        try:
+            out.append({"ok": slither_worker.store(s).get(t, k)})
+        except Exception as e:  # the spec checks the type and the message
+            out.append({"type": type(e).__name__, "message": str(e)})
+    return out
+
+
+def call_view(items):
+    """[view name, args] -> {"ok": true, "value": v} or {"ok": false, "type", "message"}."""
+    out = []
+    for name, args in items:
+        try:
+            out.append({"ok": True, "value": slither_worker.view(name, args)})
+        except slither_worker.ViewError as e:
+            out.append({"ok": False, "type": type(e).__name__, "message": str(e)})
+    return out
+
+
+def view_then_store(items):
+    """[view name, args, store, table, key]: a view call, then a direct read, in one call."""
+    out = []
+    for name, args, s, t, k in items:
+        try:
+            v = slither_worker.view(name, args)
+        except slither_worker.ViewError as e:
+            v = "ViewError: " + str(e)
+        out.append([v, slither_worker.store(s).get(t, k)])
+    return out
+
+
+def consistent_reader(items):
+    """[store, table, keys, seconds, min_iters]: get_many(keys) in a loop until both
+    the time and the iteration count are reached. Every read must give one value
+    for all keys (not None). Returns [iterations, bad reads, distinct values seen,
+    the first bad read or None, the largest value seen]."""
+    out = []
+    for name, table, keys, seconds, min_iters in items:
+        st = slither_worker.store(name)
+        deadline = time.monotonic() + seconds
+        n = bad = 0
+        seen = set()
+        first = None
+        top = None
+        while n < min_iters or time.monotonic() < deadline:
+            vals = st.get_many(table, keys)
+            n += 1
+            v0 = vals[0]
+            if v0 is None or any(v != v0 for v in vals):
+                bad += 1
+                if first is None:
+                    first = repr(vals)
+                continue
+            seen.add(repr(v0))
+            if isinstance(v0, (int, float)) and (top is None or v0 > top):
+                top = v0
+        out.append([n, bad, len(seen), first, top])
+    return out
+
+
+def pattern_reader(items):
+    """[store, table, keys, seconds]: single get() of values written as
+    {"n": len, "s": "x" * len} (the key's length pattern); every read must be
+    whole. Returns [iterations, bad reads, first bad read or None]."""
+    out = []
+    for name, table, keys, seconds in items:
+        st = slither_worker.store(name)
+        deadline = time.monotonic() + seconds
+        n = bad = 0
+        first = None
+        while time.monotonic() < deadline:
+            for k in keys:
+                v = st.get(table, k)
+                n += 1
+                if v is None:
+                    continue
+                if not isinstance(v, dict) or len(v.get("s", "")) != v.get("n") or \
+                        v["s"] != v["s"][:1] * v["n"]:
+                    bad += 1
+                    if first is None:
+                        first = repr(v)[:200]
+        out.append([n, bad, first])
+    return out
