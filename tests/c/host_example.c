@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 /* slither.host.c_add(a, b) */
 static int c_add(void *ud, const char *args, char **result) {
@@ -94,23 +95,39 @@ static const char *setup =
     "end\n"
     "function read_kv(k) return slither.store.get('host_demo'):get('kv', k) end\n";
 
+/* The host's own timer on the loop it shares with the engine. */
+static int host_ticks;
+static void host_tick(uv_timer_t *t) {
+  (void)t;
+  host_ticks++;
+}
+
 int main(void) {
   slither_options o;
   slither_engine *e;
   char *res = NULL;
   pthread_t th;
   thread_arg ta;
+  uv_loop_t loop;
+  uv_timer_t tick;
+  uv_loop_init(&loop);
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, host_tick, 1, 5);
   memset(&o, 0, sizeof o);
   o.log = on_log;
+  o.loop = &loop; /* one loop for the host and the engine */
   e = slither_new(&o);
   CHECK(e != NULL);
+  CHECK(slither_loop(e) == &loop);
   CHECK(slither_register(e, "c_add", c_add, NULL) == 0);
   CHECK(slither_register_executor(e, "times100", c_times100, NULL) == 0);
   CHECK(slither_run_string_keep(e, setup, "=setup") == 0);
   if (slither_last_error(e)[0]) fprintf(stderr, "%s\n", slither_last_error(e));
 
-  /* the pipeline, with real workers: (i + 3) * 2 */
+  /* the pipeline, with real workers: (i + 3) * 2; the host's timer keeps firing
+   * on the shared loop while the engine waits for its workers */
   CHECK(slither_call(e, "run", "[10]", &res) == 0);
+  CHECK(host_ticks > 0);
   CHECK(res && strcmp(res, "[[8,10,12,14,16,18,20,22,24,26]]") == 0);
   if (res) printf("run(10) -> %s\n", res);
   slither_free_text(res);
@@ -140,5 +157,9 @@ int main(void) {
   CHECK(slither_step(e) >= 0);
 
   slither_free(e, 2000);
+  uv_timer_stop(&tick);
+  uv_close((uv_handle_t *)&tick, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0); /* the engine left nothing on the host's loop */
   TEST_END();
 }

@@ -82,7 +82,8 @@ class InstallTest(unittest.TestCase):
             f.write(f"prefix={self.prefix}\nlibdir={self.libdir}\nincludedir={self.prefix}/include\n")
             f.write("\n".join(lines) + "\n")
         env = clean_env(PKG_CONFIG_PATH=os.path.dirname(pc))
-        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "slither"], env=env,
+        # the example also drives a libuv loop of its own, hence libuv
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "slither", "libuv"], env=env,
                                capture_output=True, text=True, check=True).stdout.split()
         exe = os.path.join(self.work, "host")
         src = os.path.join(ROOT, "tests", "c", "host_example.c")
