@@ -14,6 +14,7 @@ static const char usage[] =
     "       slither -i SCRIPT.lua [ARGS]   run a script, then the prompt\n"
     "       slither -e CODE                 run a string of Lua\n"
     "       slither doctor                  check the Python interpreter and the engine\n"
+    "       slither example [NAME | --all]  run the examples (slither example --help)\n"
     "       slither bench pool|dispatch ... measure beside Python's own pools\n"
     "                                       (slither bench --help for the options)\n"
     "       slither --version | --help\n"
@@ -86,6 +87,8 @@ int main(int argc, char **argv) {
     if (rc == 0) rc = sl_repl_run(slither_lua_state(e), slither_loop(e));
   } else if (!strcmp(argv[1], "doctor")) {
     rc = run_module(e, "slither.doctor", argc - 2, argv + 2);
+  } else if (!strcmp(argv[1], "example")) {
+    rc = run_module(e, "slither.examples", argc - 2, argv + 2);
   } else if (!strcmp(argv[1], "bench")) {
     rc = run_module(e, "slither.bench", argc - 2, argv + 2);
   } else if (!strcmp(argv[1], "-e")) {
