@@ -16,6 +16,7 @@ local task = require("slither.task")
 local item_mod = require("slither.item")
 local telemetry = require("slither.telemetry")
 local pool_mod = require("slither.pool")
+local options = require("slither.options")
 
 local M = {}
 
@@ -121,26 +122,7 @@ local function check_policy(fname, p, depth)
 end
 
 local function check_options(fname, opts)
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then error(fname .. ": expected an options table, got " .. type(opts), 3) end
-  for k, v in pairs(opts) do
-    local s = OPTIONS[k]
-    if not s then
-      local names = {}
-      for n in pairs(OPTIONS) do names[#names + 1] = n end
-      table.sort(names)
-      fail(fname, "unknown option '%s' (expected one of: %s)", tostring(k),
-        table.concat(names, ", "))
-    end
-    local okt = false
-    for _, t in ipairs(s[1]) do if type(v) == t then okt = true end end
-    if not okt then
-      fail(fname, "option '%s' must be a %s, got %s", k, table.concat(s[1], " or "), type(v))
-    end
-    if s[2] and not s[2](v) then
-      fail(fname, "option '%s' must be %s, got %s", k, s[3], tostring(v))
-    end
-  end
+  opts = options.check(fname, opts, OPTIONS, 4)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.executor = o.executor or "python"
@@ -205,7 +187,8 @@ M._check_options = check_options
 -- A source is a list, an iterator function or a stream; it becomes a function
 -- that returns the next item or nil.
 local function make_source(fname, src)
-  if type(src) == "function" then
+  local mt = type(src) == "table" and getmetatable(src)
+  if type(src) == "function" or (mt and mt.__call) then
     return function()
       local v = src()
       if v == nil or v == AGAIN then return v end
@@ -213,14 +196,6 @@ local function make_source(fname, src)
     end
   end
   if type(src) == "table" then
-    local mt = getmetatable(src)
-    if mt and mt.__call then
-      return function()
-        local v = src()
-        if v == nil or v == AGAIN then return v end
-        return coerce(v)
-      end
-    end
     local i, n = 0, #src
     return function()
       if i >= n then return nil end

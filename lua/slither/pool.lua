@@ -8,6 +8,7 @@
 local core = require("slither.core")
 local task = require("slither.task")
 local telemetry = require("slither.telemetry")
+local options = require("slither.options")
 
 local M = {}
 local pools = {} -- name -> running Pool
@@ -37,27 +38,7 @@ local OPTIONS = {
 }
 
 local function check_options(fname, opts, spec)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(fname .. ": expected an options table, got " .. type(opts), 3)
-  end
-  for k, v in pairs(opts) do
-    local s = spec[k]
-    if not s then
-      local names = {}
-      for n in pairs(spec) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown option '%s' (expected one of: %s)", fname, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-    if type(v) ~= s[1] then
-      error(string.format("%s: option '%s' must be a %s, got %s", fname, k, s[1], type(v)), 3)
-    end
-    if s[2] and not s[2](v) then
-      error(string.format("%s: option '%s' must be %s, got %s", fname, k, s[3], tostring(v)), 3)
-    end
-  end
-  return opts
+  return options.check(fname, opts, spec, 3)
 end
 M._check_options = check_options
 
