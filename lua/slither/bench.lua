@@ -1,12 +1,13 @@
--- slither.bench: `slither bench pool` and `slither bench dispatch`.
+-- slither.bench: `slither bench pool`, `dispatch`, `store` and `pipe`.
 --
 -- Each measures slither and, in the same run and with the same interpreter, what a
 -- Python user would pick instead: Python's own process pools for round trips
 -- (scripts/bench/pool_peers.py), multiprocessing and ProcessPoolExecutor for
--- batched fan-out (shared/bench/mp_dispatch.py). Figures taken on one machine under
--- one load are the only ones whose ratios mean something. It reports; a missed
--- target is a figure, not a failure: the exit code is non-zero only when
--- something broke.
+-- batched fan-out (shared/bench/mp_dispatch.py), a local Redis for shared-state
+-- reads (shared/bench/redis_reads.py); a pipe is measured against its own stages
+-- run alone. Figures taken on one machine under one load are the only ones whose
+-- ratios mean something. It reports; a missed target is a figure, not a failure:
+-- the exit code is non-zero only when something broke.
 local slither = require("slither")
 local core = slither.core
 
@@ -16,6 +17,8 @@ local USAGE = [[
 usage: slither bench pool [--json] [--calls N] [--workers W]
        slither bench dispatch [--workload trivial|records|cpu] [--n N] [--batch B]
                               [--workers W] [--sweep] [--memory] [--json]
+       slither bench store [--json] [--keys N] [--lookups N]
+       slither bench pipe [--json] [--n N]
 
 subcommands:
   pool      worker pool round trips, calls/s and start-up beside Python's pools
@@ -27,11 +30,16 @@ subcommands:
             --memory  peak RSS of the engine streaming N and 10 N items (N from
                       --n, default 1,000,000), each in a fresh slither process
             --sweep and --memory replace the comparison; they may go together.
-  store     (not built yet)
-  pipe      (not built yet)
+  store     store reads and writes from Lua, from 1 and 2 C host threads, and from
+            one Python worker (direct reads, get_many, view calls) beside a local
+            Redis server's GET and MGET (shared/bench/redis_reads.py; skipped, with
+            the apt-get line, when redis-server or python3-redis is missing).
+            Defaults: --keys 100,000, --lookups 100,000.
+  pipe      a prepare (lua) -> python -> route pipe of --n items (1,000,000) on 2
+            workers: items/s, the Lua stage's cost per item against a plain loop,
+            the whole pipe against its slowest stage run alone, and peak RSS
+            streaming N and 10 N items, each in a fresh slither process.
 ]]
-
-local LATER = { store = true, pipe = true }
 
 local DEFAULTS = { calls = 5000, workers = 2 }
 local WARMUP = 200        -- calls before timing: imports, caches, JIT traces settle
@@ -792,8 +800,9 @@ local function self_exe()
   return nil, "cannot find the slither binary (no /proc/self/stat)"
 end
 
-local function memory_child(exe, n, batch, workers)
-  local code = string.format(MEMORY_CHILD, n, batch, workers, examples_dir())
+-- template: MEMORY_CHILD, or another child taking the same N, B, W and DIR
+local function memory_child(exe, n, batch, workers, template)
+  local code = string.format(template or MEMORY_CHILD, n, batch, workers, examples_dir())
   local p = io.popen(shell_quote(exe) .. " -e " .. shell_quote(code) .. " 2>&1", "r")
   if not p then error("cannot run " .. exe, 0) end
   local rec, other = nil, {}
@@ -1022,9 +1031,932 @@ local function bench_dispatch(opts)
   return not broke
 end
 
+-- ---- slither bench store ---------------------------------------------------------
+--
+-- The store from each of its readers: Lua on the engine's thread, C host threads,
+-- and one Python worker reading directly (shared memory), through views (a message
+-- to the engine per lookup) and, as the peer, through a local Redis server run by
+-- shared/bench/redis_reads.py on the same keys, values and random key sequence
+-- (pyworkers/examples/bench_store.py times our reads the same way, inside Python).
+
+local STORE_DEFAULTS = { keys = 100000, lookups = 100000 }
+local STORE_NAME = "bench_store"
+local STORE_TABLE = "users"
+local STORE_VIEW = "bench_store_lookup"
+local STORE_POOL = "bench_store"
+local STORE_GROUP = 100           -- keys per get_many, as the peer's MGET
+local THREAD_OPS = 1000000        -- gets per host thread in one read_threads run
+local THREAD_ROUNDS = 5           -- 1 and 2 threads, interleaved; the best of each kept
+local TARGET_DIRECT_VS_GET = 10   -- direct get at least 10x Redis GET lookups/s
+local REDIS_APT = "apt-get install -y redis-server python3-redis"
+local REDIS_PEERS = { "redis GET", "redis MGET x100" }
+
+local function parse_store_args(args)
+  local opts = { keys = STORE_DEFAULTS.keys, lookups = STORE_DEFAULTS.lookups }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-(%a+)=(.*)$")
+    name = name or a:match("^%-%-(%a+)$")
+    if a == "--json" then
+      opts.json = true
+      i = i + 1
+    elseif name == "keys" or name == "lookups" then
+      local v = inline or args[i + 1]
+      local n = tonumber(v)
+      if not n or n < 1 or n % 1 ~= 0 then
+        return nil, "--" .. name .. " needs an integer >= 1, got " .. tostring(v)
+      end
+      opts[name] = n
+      i = i + (inline and 1 or 2)
+    else
+      return nil, "unknown argument '" .. a .. "'"
+    end
+  end
+  return opts
+end
+
+-- The value of key user:i, as the peer stores it (there as JSON, here as a pickle).
+local function user_value(i)
+  return { tier = i % 3 == 0 and "gold" or "silver", score = i % 100 }
+end
+
+-- os.execute's success, whether LuaJIT returns a status (5.1) or true/"exit"/code.
+local function run_ok(cmd)
+  local a, _, code = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (code == nil or code == 0)
+end
+
+-- First line a command prints (stderr dropped), or nil.
+local function read_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null", "r")
+  if not p then return nil end
+  local line = p:read("*l")
+  p:close()
+  return line
+end
+
+local function cpu_count()
+  return tonumber(read_line("getconf _NPROCESSORS_ONLN") or "")
+end
+
+-- CPUs and the load average at the start: the machine may be shared, and its
+-- neighbours' load is part of every figure.
+local function machine()
+  local f = io.open("/proc/loadavg", "r")
+  local load = f and tonumber((f:read("*l") or ""):match("^(%S+)"))
+  if f then f:close() end
+  return { cpus = cpu_count(), load_average_1m = load }
+end
+
+local function machine_text(m)
+  return string.format("machine: %s CPUs, load average %s at the start", tostring(m.cpus or "?"),
+    m.load_average_1m and string.format("%.2f", m.load_average_1m) or "?")
+end
+
+local function engine_pid()
+  local f = io.open("/proc/self/stat", "r")
+  local pid = f and f:read("*l"):match("^(%d+)")
+  if f then f:close() end
+  return pid or tostring(os.time())
+end
+
+-- Lua on the engine's thread: N puts of new keys into the empty table, then random
+-- gets (after a warm-up pass), every value checked through the sum of its scores.
+local function measure_store_lua(store, opts)
+  local n, lookups, now = opts.keys, opts.lookups, slither.now
+  local keys = {}
+  for i = 1, n do keys[i] = "user:" .. (i - 1) end
+  local vals = {}
+  for i = 1, n do vals[i] = user_value(i - 1) end
+  collectgarbage("collect")
+  local t0 = now()
+  for i = 1, n do store:put(STORE_TABLE, keys[i], vals[i]) end
+  local put_s = (now() - t0) / 1000
+  if store:size(STORE_TABLE) ~= n then
+    error(string.format("store: %d keys after %d puts", store:size(STORE_TABLE), n), 0)
+  end
+  local v = store:get(STORE_TABLE, keys[n])
+  if type(v) ~= "table" or v.tier ~= vals[n].tier or v.score ~= vals[n].score then
+    error("store: " .. keys[n] .. " reads back as " .. core.encode(v), 0)
+  end
+
+  math.randomseed(7)
+  local idx, want = {}, 0
+  for i = 1, lookups do
+    local k = math.random(n)
+    idx[i] = k
+    want = want + (k - 1) % 100
+  end
+  local function pass(count)
+    local sum, found = 0, 0
+    for i = 1, count do
+      local x = store:get(STORE_TABLE, keys[idx[i]])
+      if x then sum, found = sum + x.score, found + 1 end
+    end
+    return sum, found
+  end
+  pass(math.min(lookups, 10000)) -- traces built, the segment's pages touched
+  collectgarbage("collect")
+  t0 = now()
+  local sum, found = pass(lookups)
+  local get_s = (now() - t0) / 1000
+  if found ~= lookups or sum ~= want then
+    error(string.format("store: %d of %d gets found a value, scores summing to %.0f, want %.0f",
+      found, lookups, sum, want), 0)
+  end
+  return keys, {
+    put = { ops_per_s = n / put_s, ops = n, wall_s = put_s, what = "new keys" },
+    get = { ops_per_s = lookups / get_s, ops = lookups, wall_s = get_s, what = "random keys" },
+  }
+end
+
+-- C host threads doing lock-free gets at once (store.h:read_threads): 1 and 2
+-- threads interleaved THREAD_ROUNDS times, every get must find. The best of each:
+-- on a shared machine a neighbour's burst lowers a run, nothing raises one.
+local function measure_store_threads(store, keys)
+  local one, two = {}, {}
+  for r = 1, THREAD_ROUNDS do
+    for _, nth in ipairs({ 1, 2 }) do
+      local secs, found = store.h:read_threads(STORE_TABLE, keys, nth, THREAD_OPS)
+      if found ~= nth * THREAD_OPS then
+        error(string.format("read_threads: %d of %d gets found a value with %d threads", found,
+          nth * THREAD_OPS, nth), 0)
+      end
+      local list = nth == 1 and one or two
+      list[r] = nth * THREAD_OPS / secs
+    end
+  end
+  local m1, m2 = math.max(unpack(one)), math.max(unpack(two))
+  return { one_thread_ops_per_s = m1, two_threads_ops_per_s = m2, scaling = m2 / m1,
+           ops_per_thread = THREAD_OPS, rounds = THREAD_ROUNDS, runs_one = one, runs_two = two }
+end
+
+-- A Python with the redis module: SLITHER_PYTHON, the workers' default, python3,
+-- /usr/bin/python3. Returns the command and what it says of itself, or nil.
+local function redis_python()
+  local seen, tried = {}, {}
+  local cands = { os.getenv("SLITHER_PYTHON") or "", core.paths().python, "python3",
+                  "/usr/bin/python3" }
+  for _, py in ipairs(cands) do
+    if py ~= "" and not seen[py] then
+      seen[py] = true
+      tried[#tried + 1] = py
+      local line = read_line(shell_quote(py) .. " -c " .. shell_quote(
+        "import sys, redis; print(sys.version.split()[0], redis.__version__, sys.executable)"))
+      local ver, rver, exe = (line or ""):match("^(%S+) (%S+) (.+)$")
+      if ver then return { cmd = py, python = ver, redis = rver, executable = exe } end
+    end
+  end
+  return nil, "no Python with the redis module (tried " .. table.concat(tried, ", ") .. ")"
+end
+
+local function start_store_pool(state, python)
+  local hello
+  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
+    if md.pool == STORE_POOL then hello = md.hello end
+  end)
+  local pool, err = slither.pool.start{ name = STORE_POOL, size = 1, python = python,
+                                        path = { examples_dir() } }
+  slither.telemetry.detach(id)
+  if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
+  state.pools[pool] = true
+  return pool, hello or {}
+end
+
+local function call_one(pool, module, fn, job)
+  local res, err = pool:call(module, fn, { job })
+  if not res then
+    error(string.format("%s.%s failed: %s: %s%s", module, fn, tostring(err.kind),
+      tostring(err.message), err.traceback and ("\n" .. err.traceback) or ""), 0)
+  end
+  local r = res[1]
+  if type(r) ~= "table" or r.values_ok ~= true then
+    error(string.format("%s.%s: wrong values: %s", module, fn, core.encode(r)), 0)
+  end
+  return r
+end
+
+-- One Python worker: direct reads (get, get_many) in one call, then one view call
+-- per lookup in another. The figures come from inside Python.
+local function measure_store_python(state, opts, python)
+  local pool, hello = start_store_pool(state, python)
+  local job = { store = STORE_NAME, table = STORE_TABLE, keys = opts.keys,
+                lookups = opts.lookups, group = STORE_GROUP, view = STORE_VIEW }
+  local d = call_one(pool, "bench_store", "direct", job)
+  local v = call_one(pool, "bench_store", "views", job)
+  pool:stop()
+  state.pools[pool] = nil
+  return hello, {
+    direct_get = { lookups_per_s = d.get_lookups_per_s, wall_s = d.get_wall_s,
+                   lookups = d.lookups },
+    direct_get_many = { lookups_per_s = d.get_many_lookups_per_s, wall_s = d.get_many_wall_s,
+                        lookups = d.lookups, group = d.group },
+    view = { lookups_per_s = v.lookups_per_s, wall_s = v.wall_s, lookups = v.lookups },
+  }
+end
+
+-- SLITHER_SHARED_DIR names shared/ itself; else shared/ sits beside the repository.
+local function shared_script(rel)
+  local tried = {}
+  local env = os.getenv("SLITHER_SHARED_DIR")
+  if env and env ~= "" then tried[#tried + 1] = env .. "/" .. rel end
+  local root = repo_root()
+  local parent = root:match("^(.+)/[^/]+$") or (root .. "/..")
+  tried[#tried + 1] = parent .. "/shared/" .. rel
+  for _, path in ipairs(tried) do
+    if file_exists(path) then return path end
+  end
+  return nil, "peer script not found (looked for " .. table.concat(tried, ", ") ..
+    "; set SLITHER_SHARED_DIR to the shared/ directory)"
+end
+
+local function tail_lines(lines, n)
+  local t = {}
+  for i = math.max(1, #lines - n + 1), #lines do t[#t + 1] = lines[i] end
+  return table.concat(t, "\n")
+end
+
+local function file_tail(path, n)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local lines = {}
+  for line in f:lines() do lines[#lines + 1] = line end
+  f:close()
+  return tail_lines(lines, n)
+end
+
+local function process_gone(pid)
+  if not run_ok("kill -0 " .. pid .. " 2>/dev/null") then return true end
+  -- a zombie answers kill -0 until its parent (init, here) reaps it
+  local f = io.open("/proc/" .. pid .. "/stat", "r")
+  if not f then return true end
+  local s = f:read("*l") or ""
+  f:close()
+  return s:match("%)%s+(%a)") == "Z"
+end
+
+-- Stop the Redis server we started: SIGTERM, up to 3 s, then SIGKILL. Safe to call
+-- twice, and on a server that never came up.
+local function stop_redis(srv)
+  if not srv or srv.stopped then return end
+  srv.stopped = true
+  local pid = srv.pid
+  local f = io.open(srv.pidfile, "r")
+  if f then
+    pid = tonumber(f:read("*l") or "") or pid
+    f:close()
+  end
+  if pid then
+    run_ok("kill " .. pid .. " 2>/dev/null")
+    local t0 = slither.now()
+    while not process_gone(pid) and slither.now() - t0 < 3000 do slither.sleep(20) end
+    if not process_gone(pid) then run_ok("kill -9 " .. pid .. " 2>/dev/null") end
+  end
+  os.remove(srv.pidfile)
+  os.remove(srv.logfile)
+end
+
+-- redis-server on 127.0.0.1 on a free port, without persistence, in the foreground
+-- of a background shell job: in our process group, so a Ctrl-C ends it too. Its
+-- pid (and pid file) go in state.redis before it can answer, so that every path
+-- stops it.
+local function start_redis(state, py)
+  local port = tonumber(read_line(shell_quote(py.cmd) .. " -c " .. shell_quote(
+    "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); " ..
+    "print(s.getsockname()[1])")) or "")
+  if not port then error("cannot find a free port for Redis", 0) end
+  local base = string.format("/tmp/slither-bench-redis.%s.%d", engine_pid(), port)
+  local srv = { port = port, pidfile = base .. ".pid", logfile = base .. ".log" }
+  state.redis = srv
+  local cmd = string.format("redis-server --port %d --bind 127.0.0.1 --save '' " ..
+    "--appendonly no --daemonize no --pidfile %s > %s 2>&1 & echo $!", port,
+    shell_quote(srv.pidfile), shell_quote(srv.logfile))
+  srv.pid = tonumber(read_line(cmd) or "")
+  if not srv.pid then error("cannot start redis-server", 0) end
+  local ping = "import sys, time, redis\n" ..
+    "r = redis.Redis(host='127.0.0.1', port=int(sys.argv[1]))\n" ..
+    "for _ in range(200):\n" ..
+    "    try:\n        r.ping(); sys.exit(0)\n" ..
+    "    except redis.exceptions.ConnectionError:\n        time.sleep(0.025)\n" ..
+    "sys.exit(1)\n"
+  if not run_ok(shell_quote(py.cmd) .. " -c " .. shell_quote(ping) .. " " .. port ..
+      " >/dev/null 2>&1") then
+    error("redis-server on port " .. port .. " did not answer within 5 s:\n" ..
+      file_tail(srv.logfile, 6), 0)
+  end
+  srv.version = (read_line("redis-server --version") or ""):match("v=(%S+)")
+  return srv
+end
+
+-- The Redis peer: nil, reason when it cannot run here (skipped); raises when it
+-- broke. The server is stopped before this returns, on every path.
+local function measure_redis(state, opts, py, script)
+  local srv = start_redis(state, py)
+  local cmd = string.format("%s %s %d %d %d 2>&1", shell_quote(py.cmd), shell_quote(script),
+    srv.port, opts.keys, opts.lookups)
+  local p = io.popen(cmd, "r")
+  if not p then error("cannot run " .. cmd, 0) end
+  local peers, other = {}, {}
+  for line in p:lines() do
+    local rec = line:sub(1, 1) == "{" and core.decode(line) or nil
+    if type(rec) == "table" and rec.peer then
+      peers[rec.peer] = { lookups_per_s = rec.lookups_per_s, wall_s = rec.wall_s,
+                          lookups = rec.lookups }
+    else
+      other[#other + 1] = line
+    end
+  end
+  p:close()
+  stop_redis(srv)
+  state.redis = nil
+  for _, name in ipairs(REDIS_PEERS) do
+    if not peers[name] then
+      error("the Redis peer gave no figure for " .. name .. ":\n" .. tail_lines(other, 6), 0)
+    end
+  end
+  return peers, { port = srv.port, server = srv.version, script = script }
+end
+
+local function evaluate_store_targets(py, redis)
+  local get = redis and redis["redis GET"]
+  local mget = redis and redis["redis MGET x100"]
+  local dg = py.direct_get.lookups_per_s
+  local dm = py.direct_get_many.lookups_per_s
+  local vw = py.view.lookups_per_s
+  local t = {
+    direct_get_10x_redis_get = { slither = dg, redis = get and get.lookups_per_s,
+                                 limit_ratio = TARGET_DIRECT_VS_GET },
+    direct_get_faster_than_mget = { slither = dg, redis = mget and mget.lookups_per_s,
+                                    limit_ratio = 1 },
+    direct_get_many_faster_than_mget = { slither = dm, redis = mget and mget.lookups_per_s,
+                                         limit_ratio = 1 },
+    view_no_slower_than_get = { slither = vw, redis = get and get.lookups_per_s,
+                                limit_ratio = 1 },
+  }
+  for name, x in pairs(t) do
+    if x.redis then
+      x.ratio = x.slither / x.redis
+      -- "faster than" is strict; "at least" and "no slower than" are not
+      if name:match("faster") then x.met = x.ratio > x.limit_ratio
+      else x.met = x.ratio >= x.limit_ratio end
+    end
+  end
+  return t
+end
+
+local function fmt_ops(v)
+  return fmt_int(v) .. " ops/s"
+end
+
+local STORE_TARGET_ROWS = {
+  { "direct_get_10x_redis_get", "direct get at least 10x Redis GET" },
+  { "direct_get_faster_than_mget", "direct get (one key at a time) faster than Redis MGET x100" },
+  { "direct_get_many_faster_than_mget", "direct get_many x100 faster than Redis MGET x100" },
+  { "view_no_slower_than_get", "a view call no slower than a Redis GET" },
+}
+
+local function print_store(r)
+  print(string.format("slither bench store: %s keys \"user:<i>\" of {tier, score}, %s lookups",
+    fmt_int(r.keys), fmt_int(r.lookups)))
+  print(machine_text(r.machine))
+  local py = r.python
+  print(string.format("Python %s (%s)%s", tostring(py.version), tostring(py.executable),
+    r.redis and ", for the worker and the Redis client" or ""))
+  print("")
+  print("Lua, on the engine's thread")
+  for _, k in ipairs({ "put", "get" }) do
+    local x = r.lua[k]
+    print(string.format("  %-30s %20s %9.3f s   (%s)", "store:" .. k, fmt_ops(x.ops_per_s),
+      x.wall_s, x.what))
+  end
+  local th = r.threads
+  print(string.format("C host threads, lock-free gets (store.h:read_threads, %s gets each; "
+    .. "best of %d)", fmt_int(th.ops_per_thread), th.rounds))
+  print(string.format("  %-30s %20s", "1 thread", fmt_ops(th.one_thread_ops_per_s)))
+  print(string.format("  %-30s %20s   in total, %.2fx of 1 thread", "2 threads at once",
+    fmt_ops(th.two_threads_ops_per_s), th.scaling))
+  print("")
+  print(string.format("one Python worker, %s random lookups (timed inside Python)",
+    fmt_int(r.lookups)))
+  local get = r.redis and r.redis["redis GET"]
+  local mget = r.redis and r.redis["redis MGET x100"]
+  local function row(label, x)
+    local rel = ""
+    if get then
+      rel = string.format("   %6.1fx Redis GET  %5.2fx Redis MGET", x.lookups_per_s /
+        get.lookups_per_s, x.lookups_per_s / mget.lookups_per_s)
+    end
+    print(string.format("  %-30s %17s/s %9.3f s%s", label, fmt_int(x.lookups_per_s) ..
+      " lookups", x.wall_s, rel))
+  end
+  row("direct get", r.slither.direct_get)
+  row("direct get_many x" .. STORE_GROUP, r.slither.direct_get_many)
+  row("view call per lookup", r.slither.view)
+  if r.redis then
+    for _, name in ipairs(REDIS_PEERS) do
+      local x = r.redis[name]
+      print(string.format("  %-30s %17s/s %9.3f s", name, fmt_int(x.lookups_per_s) ..
+        " lookups", x.wall_s))
+    end
+    print(string.format("  (Redis %s on 127.0.0.1:%d, no persistence; client redis-py %s; "
+      .. "%s)", tostring(r.redis_info.server), r.redis_info.port, tostring(py.redis),
+      r.redis_info.script))
+  elseif r.redis_skipped then
+    print("  Redis baseline skipped: " .. r.redis_skipped)
+    print("  to measure it: " .. REDIS_APT)
+  elseif r.redis_error then
+    print("  Redis baseline FAILED: " .. r.redis_error)
+  end
+  print("")
+  print("targets")
+  for _, row_ in ipairs(STORE_TARGET_ROWS) do
+    local t = r.targets[row_[1]]
+    local detail = t.ratio and string.format(" (%.2fx: %s vs %s lookups/s)", t.ratio,
+      fmt_int(t.slither), fmt_int(t.redis)) or ""
+    print(string.format("  %s: %s%s", row_[2], t.ratio and met_text(t.met) or
+      "unknown (no Redis figure)", detail))
+  end
+end
+
+local function json_store(r)
+  local out = {}
+  for k, v in pairs(r) do out[k] = v end
+  out.benchmark = "store"
+  if r.redis then
+    out.ratios = {}
+    for _, k in ipairs({ "direct_get", "direct_get_many", "view" }) do
+      local x = r.slither[k].lookups_per_s
+      out.ratios[k] = { ["redis GET"] = x / r.redis["redis GET"].lookups_per_s,
+                        ["redis MGET x100"] = x / r.redis["redis MGET x100"].lookups_per_s }
+    end
+    out.ratios_mean = "lookups/s of slither over the Redis peer's: > 1 faster"
+  end
+  if r.redis_skipped then out.redis_install = REDIS_APT end
+  out.versions = core.versions()
+  print((core.encode(rounded(out))))
+end
+
+local function bench_store(opts)
+  -- Every pool, store and Redis server started here is in state until stopped, so
+  -- that an error anywhere still stops them before we return.
+  local state = { pools = {}, stores = {} }
+  local r = { keys = opts.keys, lookups = opts.lookups, machine = machine() }
+  local ok, err = pcall(function()
+    -- the peer's interpreter, found first: the worker runs on it too, so that the
+    -- Python side of both is the same
+    local py, why = redis_python()
+    local script, serr = shared_script("bench/redis_reads.py")
+    local server = run_ok("command -v redis-server >/dev/null 2>&1")
+    if not server then r.redis_skipped = "redis-server is not installed"
+    elseif not py then r.redis_skipped = why
+    elseif not script then r.redis_skipped = serr end
+
+    local def = slither.store.define{
+      name = STORE_NAME,
+      tables = { { name = STORE_TABLE, type = "set" } },
+      views = { { name = STORE_VIEW, mode = "scalar", scope = "global",
+                  handler = function(args, ctx) return ctx.store:get(STORE_TABLE, args.key) end } },
+    }
+    local store, serr2 = slither.store.start(def)
+    if not store then
+      error("starting the store failed: " .. tostring(serr2 and serr2.message), 0)
+    end
+    state.stores[store] = true
+    local keys
+    keys, r.lua = measure_store_lua(store, opts)
+    r.threads = measure_store_threads(store, keys)
+    local hello
+    hello, r.slither = measure_store_python(state, opts,
+      not r.redis_skipped and py.cmd or nil)
+    r.python = { version = hello.python, implementation = hello.implementation,
+                 executable = hello.executable, redis = py and py.redis }
+    store:stop()
+    state.stores[store] = nil
+    -- the peer last, alone: our worker and store are gone by then
+    if not r.redis_skipped then
+      local rok, peers, info = pcall(measure_redis, state, opts, py, script)
+      if rok then r.redis, r.redis_info = peers, info
+      else r.redis_error = tostring(peers) end
+    end
+    r.targets = evaluate_store_targets(r.slither, r.redis)
+  end)
+  for p in pairs(state.pools) do p:stop() end
+  for s in pairs(state.stores) do s:stop() end
+  stop_redis(state.redis)
+  if not ok then return nil, err end
+  if opts.json then json_store(r) else print_store(r) end
+  -- a Redis that is not installed is the machine's; one that broke is a failure
+  if r.redis_error then return nil, "the Redis baseline failed" end
+  return true
+end
+
+-- ---- slither bench pipe ----------------------------------------------------------
+--
+-- One pipe, prepare (Lua: x*3+1) -> python (bench_pipe.inc: x+1) -> route (even/odd
+-- into two outputs), against itself taken apart: each stage alone as a one-stage
+-- pipe over the very values it sees in the whole pipe, and the Lua stage's work
+-- as a plain loop. The whole pipe can be no faster than its slowest stage; how
+-- close it comes says how well the stages overlap.
+
+local PIPE_N = 1000000
+local PIPE_POOL = "bench_pipe"
+local PIPE_MODULE, PIPE_FUNCTION = "bench_pipe", "inc"
+local PIPE_BATCH = 1024
+local PIPE_WORKERS = 2
+local PIPE_ROUNDS = 3          -- every run repeated, interleaved; the fastest of each kept
+local PIPE_MEMORY_SCALE = 10   -- peak RSS at N and at 10 N
+local TARGET_OVERLAP = 1.15    -- whole pipe over its slowest stage alone
+local TARGET_PIPE_MEMORY = 1.2 -- peak RSS at 10 N over peak RSS at N
+local PIPE_STAGES = { "prepare", "python", "route" }
+
+local function parse_pipe_args(args)
+  local opts = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-(%a+)=(.*)$")
+    name = name or a:match("^%-%-(%a+)$")
+    if a == "--json" then
+      opts.json = true
+      i = i + 1
+    elseif name == "n" then
+      local v = inline or args[i + 1]
+      local n = tonumber(v)
+      if not n or n < 1 or n % 1 ~= 0 then
+        return nil, "--n needs an integer >= 1, got " .. tostring(v)
+      end
+      opts.n = n
+      i = i + (inline and 1 or 2)
+    else
+      return nil, "unknown argument '" .. a .. "'"
+    end
+  end
+  opts.n = opts.n or PIPE_N
+  return opts
+end
+
+local function pipe_prepare(item) return item.payload * 3 + 1 end
+local function pipe_is_even(item) return item.payload % 2 == 0 end
+local function pipe_rest() return true end
+
+-- The whole pipe and each stage alone, built from the same pieces.
+local function make_pipes(batch)
+  local function add(p, stage)
+    if stage == "prepare" then
+      p:stage("prepare", "lua", { handler = pipe_prepare })
+    elseif stage == "python" then
+      p:stage("python", "python", { pool = PIPE_POOL, module = PIPE_MODULE,
+                                    ["function"] = PIPE_FUNCTION, batch_size = batch })
+    else
+      p:stage("route", "router", { routes = { { pipe_is_even, "even" }, { pipe_rest, "odd" } } })
+      p:output("even")
+      p:output("odd")
+    end
+  end
+  local pipes = { whole = slither.pipe("bench_pipe", function(p)
+    for _, s in ipairs(PIPE_STAGES) do add(p, s) end
+  end) }
+  for _, s in ipairs(PIPE_STAGES) do
+    pipes[s] = slither.pipe("bench_pipe_" .. s, function(p) add(p, s) end)
+  end
+  return pipes
+end
+
+-- What each run is fed (x, as the pipe; each stage what it sees in the pipe) and
+-- what its k-th result (k from 0) must be. Routed runs put x even in "even".
+local PIPE_RUNS = {
+  whole = { input = function(x) return x end, output = function(x) return 3 * x + 2 end,
+            routed = true },
+  prepare = { input = function(x) return x end, output = function(x) return 3 * x + 1 end },
+  python = { input = function(x) return 3 * x + 1 end, output = function(x) return 3 * x + 2 end },
+  route = { input = function(x) return 3 * x + 2 end, output = function(x) return 3 * x + 2 end,
+            routed = true },
+}
+
+local function pipe_inputs(n)
+  local inputs = {}
+  for name, run in pairs(PIPE_RUNS) do
+    local f, xs = run.input, {}
+    for i = 1, n do xs[i] = f(i - 1) end
+    inputs[name] = xs
+  end
+  return inputs
+end
+
+-- Every output item's value and place, counts per output and the report's counts;
+-- raises on the first thing wrong.
+local function check_pipe_run(kind, outputs, report, n)
+  local run = PIPE_RUNS[kind]
+  local f = run.output
+  local function check_list(out, list, first, step, count)
+    if #list ~= count then
+      error(string.format("%s: %d items in output '%s', want %d", kind, #list, out, count), 0)
+    end
+    for k = 1, count do
+      local x = first + (k - 1) * step
+      local y = list[k].payload
+      if y ~= f(x) then
+        error(string.format("%s: item %d of output '%s' is %s, want %s (for x = %d)", kind, k,
+          out, tostring(y), tostring(f(x)), x), 0)
+      end
+    end
+  end
+  local counts = {}
+  if run.routed then
+    check_list("even", outputs.even, 0, 2, math.floor((n + 1) / 2))
+    check_list("odd", outputs.odd, 1, 2, math.floor(n / 2))
+    check_list("default", outputs.default, 0, 1, 0)
+    counts.even, counts.odd = #outputs.even, #outputs.odd
+    local re, ro = report.routing["route->even"] or 0, report.routing["route->odd"] or 0
+    if re ~= counts.even or ro ~= counts.odd then
+      error(string.format("%s: the report routed %d even and %d odd, the outputs hold %d and %d",
+        kind, re, ro, counts.even, counts.odd), 0)
+    end
+  else
+    check_list("default", outputs.default, 0, 1, n)
+    counts.default = #outputs.default
+  end
+  for name, c in pairs(report.stages) do
+    if c["in"] ~= n or c.out ~= n or c.failed ~= 0 or c.skipped ~= 0 then
+      error(string.format("%s: stage %s counted in %d, out %d, failed %d, skipped %d for %d items",
+        kind, name, c["in"], c.out, c.failed, c.skipped, n), 0)
+    end
+  end
+  return counts
+end
+
+local function timed_pipe(pipe, input, pool)
+  collectgarbage("collect") -- the last run's garbage is not this one's to collect
+  local c0, w0 = os.clock(), workers_cpu_s(pool)
+  local t0 = slither.now()
+  local outputs, report = slither.run_pipe(pipe, input)
+  local wall = (slither.now() - t0) / 1000
+  local engine_cpu, workers_cpu = os.clock() - c0, workers_cpu_s(pool) - w0
+  if not outputs then
+    error(string.format("run_pipe %s failed: %s: %s", pipe.name, tostring(report.kind),
+      tostring(report.message)), 0)
+  end
+  return outputs, report, { wall_s = wall, items_per_s = #input / wall,
+                            engine_cpu_s = engine_cpu, workers_cpu_s = workers_cpu }
+end
+
+-- The prepare stage's work without the pipe: a plain loop over the same list.
+local function plain_loop(xs)
+  collectgarbage("collect")
+  local out, n = {}, #xs
+  local c0, t0 = os.clock(), slither.now()
+  for i = 1, n do out[i] = xs[i] * 3 + 1 end
+  local wall = (slither.now() - t0) / 1000
+  local cpu = os.clock() - c0
+  for i = 1, n do
+    if out[i] ~= 3 * (i - 1) + 1 then
+      error(string.format("plain loop: item %d is %s", i, tostring(out[i])), 0)
+    end
+  end
+  return { wall_s = wall, items_per_s = n / wall, engine_cpu_s = cpu, workers_cpu_s = 0 }
+end
+
+local PIPE_KINDS = { "whole", "prepare", "python", "route" }
+
+local function measure_pipe(state, opts)
+  local n = opts.n
+  local hello
+  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
+    if md.pool == PIPE_POOL then hello = md.hello end
+  end)
+  local pool, err = slither.pool.start{ name = PIPE_POOL, size = PIPE_WORKERS,
+                                        path = { examples_dir() } }
+  slither.telemetry.detach(id)
+  if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
+  state.pools[pool] = true
+  local codec = pool:stats().codec
+  local pipes = make_pipes(PIPE_BATCH)
+
+  -- warm-up: workers import the module, the Lua paths are traced
+  local wn = math.min(n, 4 * PIPE_WORKERS * PIPE_BATCH)
+  local warm = pipe_inputs(wn)
+  for _, kind in ipairs(PIPE_KINDS) do
+    local outputs, report = timed_pipe(pipes[kind], warm[kind], pool)
+    check_pipe_run(kind, outputs, report, wn)
+  end
+  warm = nil
+
+  local inputs = pipe_inputs(n)
+  local runs, best, counts = {}, {}, {}
+  local function keep(kind, fig)
+    fig.ns_per_item = fig.wall_s / n * 1e9
+    runs[kind] = runs[kind] or {}
+    runs[kind][#runs[kind] + 1] = fig.wall_s * 1000 -- ms: a fast loop's seconds round to 0
+    if not best[kind] or fig.wall_s < best[kind].wall_s then best[kind] = fig end
+  end
+  for _ = 1, PIPE_ROUNDS do
+    for _, kind in ipairs(PIPE_KINDS) do
+      local outputs, report, fig = timed_pipe(pipes[kind], inputs[kind], pool)
+      counts[kind] = check_pipe_run(kind, outputs, report, n)
+      outputs, report = nil, nil
+      keep(kind, fig)
+    end
+    keep("plain_loop", plain_loop(inputs.prepare))
+  end
+  pool:stop()
+  state.pools[pool] = nil
+
+  local slowest
+  for _, s in ipairs(PIPE_STAGES) do
+    if not slowest or best[s].wall_s > best[slowest].wall_s then slowest = s end
+  end
+  local sum = 0
+  for _, s in ipairs(PIPE_STAGES) do sum = sum + best[s].wall_s end
+  local stage_ns = best.prepare.wall_s / n * 1e9
+  local loop_ns = best.plain_loop.wall_s / n * 1e9
+  local overlap = best.whole.wall_s / best[slowest].wall_s
+  return {
+    n = n, batch = PIPE_BATCH, workers = PIPE_WORKERS, codec = codec, rounds = PIPE_ROUNDS,
+    hello = hello or {}, best = best, runs_ms = runs, counts = counts.whole,
+    lua_stage = { pipe_ns_per_item = stage_ns, loop_ns_per_item = loop_ns,
+                  added_ns_per_item = stage_ns - loop_ns, ratio = stage_ns / loop_ns },
+    overlap = { whole_s = best.whole.wall_s, slowest_stage = slowest,
+                slowest_stage_s = best[slowest].wall_s, sum_of_stages_s = sum, ratio = overlap,
+                limit_ratio = TARGET_OVERLAP, met = overlap <= TARGET_OVERLAP },
+  }
+end
+
+-- The child of the memory test (a fresh engine, see MEMORY_CHILD): streams N items
+-- through the whole pipe with stream_pipe over an iterator, consumes and checks
+-- each, and reports its own peak RSS.
+local PIPE_CHILD = [[
+if (os.getenv("SLITHER_LOG") or "") == "" then require("slither").core.set_log_level("warn") end
+require("slither.bench")._pipe_stream_child(%d, %d, %d, %q)
+]]
+
+function M._pipe_stream_child(n, batch, workers, dir)
+  local function status_kb(field)
+    local f = assert(io.open("/proc/self/status", "r"))
+    local s = f:read("*a")
+    f:close()
+    return tonumber(s:match(field .. ":%s*(%d+)"))
+  end
+  local pool, err = slither.pool.start{ name = PIPE_POOL, size = workers, path = { dir } }
+  if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
+  local ok, rec = pcall(function()
+    local pipe = make_pipes(batch).whole
+    local rss_before = status_kb("VmRSS")
+    local x = -1
+    local function source()
+      if x >= n - 1 then return nil end
+      x = x + 1
+      return x
+    end
+    local counts, k = { even = 0, odd = 0 }, 0
+    local t0 = slither.now()
+    local stream = slither.stream_pipe(pipe, source)
+    for out, item in stream.next do
+      -- the k-th item out is x = k's: the pipe keeps input order across outputs
+      local want_out = k % 2 == 0 and "even" or "odd"
+      if out ~= want_out or item.payload ~= 3 * k + 2 then
+        error(string.format("item %d came out in '%s' as %s, want '%s' and %d", k + 1,
+          tostring(out), tostring(item.payload), want_out, 3 * k + 2), 0)
+      end
+      counts[out] = counts[out] + 1
+      k = k + 1
+    end
+    local seconds = (slither.now() - t0) / 1000
+    if k ~= n or counts.even ~= math.floor((n + 1) / 2) then
+      error(string.format("%d items out (even %d, odd %d) for %d in", k, counts.even,
+        counts.odd, n), 0)
+    end
+    return { n = n, batch = batch, workers = workers, vmhwm_kb = status_kb("VmHWM"),
+             rss_before_kb = rss_before, items_per_s = n / seconds, wall_s = seconds,
+             counts = counts }
+  end)
+  pool:stop()
+  if not ok then error(rec, 0) end
+  print(core.encode(rec))
+end
+
+local function measure_pipe_memory(n)
+  local exe, err = self_exe()
+  if not exe then error(err, 0) end
+  local small = memory_child(exe, n, PIPE_BATCH, PIPE_WORKERS, PIPE_CHILD)
+  local large = memory_child(exe, n * PIPE_MEMORY_SCALE, PIPE_BATCH, PIPE_WORKERS, PIPE_CHILD)
+  local ratio = large.vmhwm_kb / small.vmhwm_kb
+  return { binary = exe, runs = { small, large }, ratio = ratio,
+           target = { limit_ratio = TARGET_PIPE_MEMORY, met = ratio <= TARGET_PIPE_MEMORY } }
+end
+
+local function fmt_ns(v)
+  return string.format(v < 10 and "%.1f ns" or "%.0f ns", v)
+end
+
+local PIPE_LABELS = {
+  whole = "whole pipe",
+  prepare = "prepare (lua) alone",
+  python = "python alone",
+  route = "route (router) alone",
+  plain_loop = "plain Lua loop (prepare's work)",
+}
+
+local function print_pipe(r)
+  local hello = r.hello
+  print(string.format("slither bench pipe: n %s; prepare (lua: x*3+1) -> python (%s.%s: x+1, "
+    .. "batch %d) -> route (even/odd)", fmt_int(r.n), PIPE_MODULE, PIPE_FUNCTION, r.batch))
+  print(string.format("%d workers, codec %s, Python %s (%s); fastest of %d runs each", r.workers,
+    tostring(r.codec), tostring(hello.python), tostring(hello.executable), r.rounds))
+  print(machine_text(r.machine))
+  print("")
+  print(string.format("  %-32s %18s %9s %12s %12s", "", "items/s", "wall", "engine CPU",
+    "workers CPU"))
+  for _, kind in ipairs({ "whole", "prepare", "python", "route", "plain_loop" }) do
+    local b = r.best[kind]
+    print(string.format("  %-32s %18s %8.3fs %11.3fs %11.3fs", PIPE_LABELS[kind],
+      fmt_int(b.items_per_s), b.wall_s, b.engine_cpu_s, b.workers_cpu_s))
+  end
+  print("  (each stage alone is fed what it sees in the pipe; every run's outputs checked,")
+  print(string.format("   item by item: even %s, odd %s, default 0)", fmt_int(r.counts.even),
+    fmt_int(r.counts.odd)))
+  print("")
+  local ls = r.lua_stage
+  print(string.format("Lua stage: %s/item in a one-stage pipe, %s/item as a plain loop;",
+    fmt_ns(ls.pipe_ns_per_item), fmt_ns(ls.loop_ns_per_item)))
+  print(string.format("  the pipe adds %s/item (%.0fx the loop)", fmt_ns(ls.added_ns_per_item),
+    ls.ratio))
+  local o = r.overlap
+  print(string.format("overlap: whole %.3f s / slowest stage alone (%s) %.3f s = %.2fx;",
+    o.whole_s, o.slowest_stage, o.slowest_stage_s, o.ratio))
+  print(string.format("  the stages alone add up to %.3f s (whole / sum = %.2f)",
+    o.sum_of_stages_s, o.whole_s / o.sum_of_stages_s))
+  local w = r.best.whole
+  if w.wall_s >= 0.05 then -- a shorter run's CPU figure is mostly the clock's grain
+    -- without this the overlap figure misleads: it is the engine's thread that is full
+    print(string.format("  (the engine's thread was busy %.0f%% of the whole pipe's wall time:",
+      100 * w.engine_cpu_s / w.wall_s))
+    print("   the Lua stage, the router and the Python stage's batching, encoding and")
+    print("   decoding all run on it, one after another; only the Python work overlaps)")
+  end
+  print("")
+  local m = r.memory
+  if m then
+    print("peak RSS of the engine: slither.stream_pipe over an iterator, outputs consumed")
+    print(string.format("  (each N in a fresh engine: %s -e ...)", m.binary))
+    for _, x in ipairs(m.runs) do
+      print(string.format("  N %12s: peak RSS (VmHWM) %9s   RSS before streaming %9s   %s",
+        fmt_int(x.n), fmt_mb(x.vmhwm_kb), fmt_mb(x.rss_before_kb), fmt_items(x.items_per_s)))
+    end
+  else
+    print("peak RSS: FAILED: " .. tostring(r.memory_error))
+  end
+  print("")
+  print("targets")
+  print(string.format("  whole pipe within %.2fx of its slowest stage alone: %s (%.2fx)",
+    o.limit_ratio, met_text(o.met), o.ratio))
+  if m then
+    print(string.format("  peak RSS at %s / at %s <= %.1f: %s (%.3f)", fmt_int(m.runs[2].n),
+      fmt_int(m.runs[1].n), m.target.limit_ratio, met_text(m.target.met), m.ratio))
+  else
+    print(string.format("  peak RSS at 10 N / at N <= %.1f: %s", TARGET_PIPE_MEMORY,
+      met_text(nil)))
+  end
+end
+
+local function json_pipe(r)
+  local out = {}
+  for k, v in pairs(r) do out[k] = v end
+  out.hello = nil
+  out.benchmark = "pipe"
+  out.python = { version = r.hello.python, implementation = r.hello.implementation,
+                 executable = r.hello.executable }
+  out.targets = {
+    whole_within_slowest_stage = { ratio = r.overlap.ratio, limit_ratio = r.overlap.limit_ratio,
+                                   met = r.overlap.met },
+    peak_rss_10n_over_n = r.memory and { ratio = r.memory.ratio,
+      limit_ratio = r.memory.target.limit_ratio, met = r.memory.target.met } or nil,
+  }
+  out.versions = core.versions()
+  print((core.encode(rounded(out))))
+end
+
+local function bench_pipe(opts)
+  local state = { pools = {} }
+  local m0 = machine()
+  local ok, r = pcall(measure_pipe, state, opts)
+  for p in pairs(state.pools) do p:stop() end
+  if not ok then return nil, r end
+  r.machine = m0
+  -- the memory children after our pool is gone: they have the CPUs to themselves
+  local mok, m = pcall(measure_pipe_memory, opts.n)
+  if mok then r.memory = m else r.memory_error = tostring(m) end
+  if opts.json then json_pipe(r) else print_pipe(r) end
+  if not mok then return nil, "the peak RSS runs failed" end
+  return true
+end
+
 local SUBCOMMANDS = {
   pool = { parse = parse_args, run = bench_pool },
   dispatch = { parse = parse_dispatch_args, run = bench_dispatch },
+  store = { parse = parse_store_args, run = bench_store },
+  pipe = { parse = parse_pipe_args, run = bench_pipe },
 }
 
 function M.main(args)
@@ -1033,10 +1965,6 @@ function M.main(args)
   if sub == "-h" or sub == "--help" then
     io.write(USAGE)
     return 0
-  end
-  if LATER[sub] then
-    io.stderr:write("slither bench " .. sub .. ": not built yet\n\n" .. USAGE)
-    return 2
   end
   local cmd = SUBCOMMANDS[sub]
   if not cmd then

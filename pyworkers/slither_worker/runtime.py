@@ -319,7 +319,8 @@ class Worker:
             # This thread is also the frame reader: read until the reply comes, and
             # keep other frames for later.
             while not slot[0].is_set():
-                frame = self.read_frame()
+                # the engine answers views at once: poll before sleeping (_SPIN_NOTE)
+                frame = self.read_frame(spin=True)
                 if frame is None:
                     raise ConnectionError("the engine went away during a view call")
                 kind = frame[0]
