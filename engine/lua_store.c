@@ -477,8 +477,9 @@ static int l_read_threads(lua_State *L) {
   keys = calloc(nk, sizeof *keys);
   klens = calloc(nk, sizeof *klens);
   bufs = calloc(nk, sizeof *bufs);
-  th = aligned_alloc(64, (size_t)nth * sizeof *th);
-  if (th) memset(th, 0, (size_t)nth * sizeof *th);
+  if (posix_memalign((void **)&th, 64, (size_t)nth * sizeof *th)) th = NULL;
+  if (!th) return luaL_error(L, "out of memory");
+  memset(th, 0, (size_t)nth * sizeof *th);
   for (k = 0; k < nk; k++) {
     char buf[256], *heap;
     const char *kb;

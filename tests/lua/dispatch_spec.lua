@@ -220,12 +220,12 @@ describe("slither.dispatch", function()
     local flag = os.tmpname()
     local pool = H.pool{ size = 2, env = { SLITHER_SLOW_FLAG = flag } }
     local res, err = dispatch.run(range(4), { pool = pool, module = M,
-      ["function"] = "slow_once", batch_size = 2, timeout_ms = 300 })
+      ["function"] = "slow_once", batch_size = 2, timeout_ms = 1500 })
     assert.is_nil(res)
-    assert.are.equal("timeout", err.kind)
+    assert.are.equal("timeout", err.kind, err.kind .. ": " .. tostring(err.message))
     io.open(flag, "w"):close()
     local res2, rep = dispatch.run(range(4), { pool = pool, module = M,
-      ["function"] = "slow_once", batch_size = 2, timeout_ms = 300,
+      ["function"] = "slow_once", batch_size = 2, timeout_ms = 1500,
       on_error = { retry = { max_attempts = 2, backoff_ms = 0, on = { "timeout" } } } })
     assert(res2, rep and rep.message)
     assert.are.same({ 1, 2, 3, 4 }, payloads(res2))
