@@ -1134,6 +1134,8 @@ static void worker_spawn(sl_pool *p) {
    * that does real set-up, and must run every time. */
   po.file = strchr(p->python, '/') ? NULL : interp_lookup(e, p->python);
   if (!po.file) po.file = p->python;
+  /* argv[0] names the file that runs: Python derives sys.executable from it */
+  p->args[0] = (char *)po.file;
   po.args = p->args;
   po.env = p->envp;
   po.stdio = stdio;

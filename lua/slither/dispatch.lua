@@ -716,14 +716,9 @@ function M.stream(source, opts)
   run.out = function(it) tail = tail + 1; q[tail] = it end
   run.queued = function() return tail - head + 1 end
   local s = setmetatable({ run = run }, Stream)
-  s.next = function()
-    while true do
-      if head <= tail then
-        local it = q[head]
-        q[head] = nil
-        head = head + 1
-        return it
-      end
+  -- Run until something is queued; nil at the end, AGAIN when the input says so.
+  local function advance()
+    while head > tail do
       if run.halted and run.inflight == 0 then
         local err = run.err
         err.report = run.report
@@ -740,6 +735,33 @@ function M.stream(source, opts)
       if head > tail and run.inflight == 0 and run.starved then return AGAIN end
       if head > tail and not run:finished() then run:wait() end
     end
+    return true
+  end
+  s.next = function()
+    if head > tail then
+      local r = advance()
+      if r ~= true then return r end
+    end
+    local it = q[head]
+    q[head] = nil
+    head = head + 1
+    return it
+  end
+  -- Every result ready now, as one list (at least one item), or nil / AGAIN:
+  -- a consumer that works on lists pays per batch, not per item.
+  s.next_chunk = function()
+    if head > tail then
+      local r = advance()
+      if r ~= true then return r end
+    end
+    local out, n = {}, 0
+    for i = head, tail do
+      n = n + 1
+      out[n] = q[i]
+      q[i] = nil
+    end
+    head = tail + 1
+    return out
   end
   return s
 end

@@ -243,25 +243,45 @@ local function new_run(pipe, input, opts)
   end
   r.side_push = side_push
 
-  -- the source
+  -- The chain passes lists of items ("chunks"), so each stage pays per chunk and
+  -- its per-item work is a tight loop. Every stage function returns a non-empty
+  -- chunk, nil at the end, or AGAIN.
+  local CHUNK = 256
   local src
   if type(input) == "table" and not getmetatable(input) then
     local i, n = 0, #input
     src = function()
       if i >= n then return nil end
-      i = i + 1
-      return coerce(input[i])
+      local out, k = {}, 0
+      local stop = math.min(n, i + CHUNK)
+      for j = i + 1, stop do
+        k = k + 1
+        out[k] = coerce(input[j])
+      end
+      i = stop
+      return out
     end
   elseif type(input) == "function" or (type(input) == "table" and getmetatable(input) and
       getmetatable(input).__call) then
+    local done = false
     src = function()
-      local v = input()
-      if v == nil or v == AGAIN then return v end
-      return coerce(v)
+      if done then return nil end
+      local out, k = {}, 0
+      while k < CHUNK do
+        local v = input()
+        if v == nil then done = true break end
+        if v == AGAIN then break end
+        k = k + 1
+        out[k] = coerce(v)
+      end
+      if k == 0 then return not done and AGAIN or nil end
+      return out
     end
   else
     error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
   end
+
+  local function side_full() return r.side_tail - r.side_head + 1 >= SIDE_MAX end
 
   local up = src
   for idx, st in ipairs(pipe.stages) do
@@ -283,67 +303,72 @@ local function new_run(pipe, input, opts)
     end
     if st.kind == "lua" and st.opts.handler then
       local handler, many = st.opts.handler, st.opts.cardinality == "many"
-      local queue, qh, qt = {}, 1, 0
       up = function()
         while true do
-          if qh <= qt then
-            local it = queue[qh]
-            queue[qh] = nil
-            qh = qh + 1
-            c.out = c.out + 1
-            return it
-          end
-          local it = prev()
-          if it == nil or it == AGAIN then return it end
-          c["in"] = c["in"] + 1
-          local ok, res, why = pcall(handler, it, ctx)
-          if not ok then
-            failed(it, stage_error(st.name, "stage_error", tostring(res), it))
-          elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
-            c.skipped = c.skipped + 1
-          elseif res == nil then
-            failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
-              "slither.skip(reason) to drop an item)", it))
-          elseif many then
-            if type(res) ~= "table" then
-              failed(it, stage_error(st.name, "stage_error",
-                "a cardinality = \"many\" handler must return a list", it))
-            else
-              for _, p in ipairs(res) do
-                qt = qt + 1
-                queue[qt] = item_mod.wrap(p, setmetatable({}, { __index = it.meta }))
+          local chunk = prev()
+          if chunk == nil or chunk == AGAIN then return chunk end
+          local out, n = {}, 0
+          c["in"] = c["in"] + #chunk
+          for i = 1, #chunk do
+            local it = chunk[i]
+            local ok, res, why = pcall(handler, it, ctx)
+            if not ok then
+              failed(it, stage_error(st.name, "stage_error", tostring(res), it))
+            elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
+              c.skipped = c.skipped + 1
+            elseif res == nil then
+              failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
+                "slither.skip(reason) to drop an item)", it))
+            elseif many then
+              if type(res) ~= "table" then
+                failed(it, stage_error(st.name, "stage_error",
+                  "a cardinality = \"many\" handler must return a list", it))
+              else
+                for _, v in ipairs(res) do
+                  n = n + 1
+                  out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
+                end
               end
+            else
+              it.payload = res
+              n = n + 1
+              out[n] = it
             end
-          else
-            it.payload = res
-            c.out = c.out + 1
-            return it
           end
-          if r.side_tail - r.side_head + 1 >= SIDE_MAX then return AGAIN end
+          c.out = c.out + n
+          if n > 0 then return out end
+          if side_full() then return AGAIN end
         end
       end
     elseif st.kind == "lua" then
       local bh, size = st.opts.batch_handler, st.opts.batch_size or 64
-      local queue, qh, qt = {}, 1, 0
+      local buf, bn, ended = {}, 0, false
       up = function()
         while true do
-          if qh <= qt then
-            local it = queue[qh]
-            queue[qh] = nil
-            qh = qh + 1
-            c.out = c.out + 1
-            return it
+          local again = false
+          while bn < size and not ended do
+            local chunk = prev()
+            if chunk == nil then ended = true break end
+            if chunk == AGAIN then again = true break end
+            for i = 1, #chunk do
+              bn = bn + 1
+              buf[bn] = chunk[i]
+            end
           end
-          local batch, again = {}, false
-          while #batch < size do
-            local it = prev()
-            if it == nil then break end
-            if it == AGAIN then again = true break end
-            batch[#batch + 1] = it
+          if bn == 0 then
+            if ended then return nil end
+            return AGAIN
           end
-          if #batch == 0 then return again and AGAIN or nil end
+          if bn < size and again then return AGAIN end
+          -- one batch of exactly `size` (or the rest at the end)
+          local batch, rest = {}, {}
+          for i = 1, bn do
+            if i <= size then batch[i] = buf[i] else rest[i - size] = buf[i] end
+          end
+          buf, bn = rest, math.max(0, bn - size)
           c["in"] = c["in"] + #batch
           local ok, res = pcall(bh, batch, ctx)
+          local out, n = {}, 0
           if not ok or type(res) ~= "table" or #res ~= #batch then
             local msg = not ok and tostring(res) or ("batch_handler returned " ..
               (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
@@ -356,12 +381,14 @@ local function new_run(pipe, input, opts)
                 c.skipped = c.skipped + 1
               else
                 it.payload = v
-                qt = qt + 1
-                queue[qt] = it
+                n = n + 1
+                out[n] = it
               end
             end
           end
-          if again and qh > qt then return AGAIN end
+          c.out = c.out + n
+          if n > 0 then return out end
+          if side_full() then return AGAIN end
         end
       end
     elseif st.kind == "python" then
@@ -377,12 +404,19 @@ local function new_run(pipe, input, opts)
       else
         o.on_error = policy
       end
-      local counted_in = function()
-        local it = prev()
-        if it ~= nil and it ~= AGAIN then c["in"] = c["in"] + 1 end
-        return it
+      -- dispatch pulls single items: hand them out of the upstream chunks
+      local buf, bi, bn = nil, 0, 0
+      local function item_source()
+        if bi >= bn then
+          local chunk = prev()
+          if chunk == nil or chunk == AGAIN then return chunk end
+          buf, bi, bn = chunk, 0, #chunk
+          c["in"] = c["in"] + bn
+        end
+        bi = bi + 1
+        return buf[bi]
       end
-      local ok, s = pcall(dispatch.stream, counted_in, o)
+      local ok, s = pcall(dispatch.stream, item_source, o)
       if not ok then error(s, 0) end
       local upstream = r.streams[#r.streams]
       if upstream then
@@ -398,11 +432,20 @@ local function new_run(pipe, input, opts)
       r.streams[#r.streams + 1] = s
       local pool = o.pool or "default"
       r.pools[type(pool) == "table" and pool.name or pool] = true
+      local rep = s:report()
       local seen_failed = 0
       local route = type(policy) == "table" and (policy.route or
         (type(policy.fallback) == "table" and policy.fallback.route))
-      local function collect_failures()
-        local rep = s:report()
+      up = function()
+        local ok2, chunk = pcall(s.next_chunk)
+        if not ok2 then
+          if getmetatable(chunk) == Halt then error(chunk, 0) end -- from a stage upstream
+          local e = type(chunk) == "table" and chunk or
+            { kind = "stage_error", message = tostring(chunk) }
+          setmetatable(e, nil)
+          e.stage = st.name
+          halt(e)
+        end
         local fl = rep.failed
         while seen_failed < #fl do
           seen_failed = seen_failed + 1
@@ -413,52 +456,51 @@ local function new_run(pipe, input, opts)
             side_push(route, f.item)
           end
         end
-      end
-      up = function()
-        local ok2, it = pcall(s.next)
-        if not ok2 then
-          if getmetatable(it) == Halt then error(it, 0) end -- from a stage upstream
-          local e = type(it) == "table" and it or { kind = "stage_error", message = tostring(it) }
-          setmetatable(e, nil)
-          e.stage = st.name
-          halt(e)
-        end
-        collect_failures()
-        if it ~= nil and it ~= AGAIN then c.out = c.out + 1 end
-        return it
+        if chunk ~= nil and chunk ~= AGAIN then c.out = c.out + #chunk end
+        return chunk
       end
     else -- router
-      local routes = st.opts.routes
+      local routes, nroutes = st.opts.routes, #st.opts.routes
+      local counts = {}
+      for k, rt in ipairs(routes) do counts[k] = st.name .. "->" .. rt[2] end
       up = function()
         while true do
-          local it = prev()
-          if it == nil or it == AGAIN then return it end
-          c["in"] = c["in"] + 1
-          local dest
-          for _, rt in ipairs(routes) do
-            local ok, yes = pcall(rt[1], it)
-            if not ok then
-              failed(it, stage_error(st.name, "route_error", tostring(yes), it))
-              dest = false
-              break
+          local chunk = prev()
+          if chunk == nil or chunk == AGAIN then return chunk end
+          c["in"] = c["in"] + #chunk
+          local out, n = {}, 0
+          for i = 1, #chunk do
+            local it = chunk[i]
+            local dest, k = nil, 1
+            while k <= nroutes do
+              local ok, yes = pcall(routes[k][1], it)
+              if not ok then
+                failed(it, stage_error(st.name, "route_error", tostring(yes), it))
+                dest = false
+                break
+              end
+              if yes then dest = k break end
+              k = k + 1
             end
-            if yes then dest = rt[2] break end
-          end
-          if dest then
-            it.route = dest
-            r.routing[st.name .. "->" .. dest] = (r.routing[st.name .. "->" .. dest] or 0) + 1
-            side_push(dest, it)
-            c.out = c.out + 1
-          elseif dest == nil then
-            c.out = c.out + 1
-            if last then
-              it.route = "default"
-              side_push("default", it)
-            else
-              return it
+            if dest then
+              local name = routes[dest][2]
+              it.route = name
+              r.routing[counts[dest]] = (r.routing[counts[dest]] or 0) + 1
+              side_push(name, it)
+              c.out = c.out + 1
+            elseif dest == nil then
+              c.out = c.out + 1
+              if last then
+                it.route = "default"
+                side_push("default", it)
+              else
+                n = n + 1
+                out[n] = it
+              end
             end
           end
-          if r.side_tail - r.side_head + 1 >= SIDE_MAX then return AGAIN end
+          if n > 0 then return out end
+          if side_full() then return AGAIN end
         end
       end
     end
@@ -466,6 +508,7 @@ local function new_run(pipe, input, opts)
   r.last = up
 
   -- next(): output name and item, or nil at the end
+  local chunk, ci = nil, 0
   function r.next()
     while true do
       if r.side_head <= r.side_tail then
@@ -474,14 +517,19 @@ local function new_run(pipe, input, opts)
         r.side_head = r.side_head + 1
         return e[1], e[2]
       end
-      if r.ended then return nil end
-      local it = r.last()
-      if it == nil then
-        r.ended = true -- the side queue may still hold routed items
-      elseif it ~= AGAIN then
+      if chunk and ci < #chunk then
+        ci = ci + 1
+        local it = chunk[ci]
         it.route = "default"
-        r.routing.default = (r.routing.default or 0) + 1
         return "default", it
+      end
+      if r.ended then return nil end
+      local ch = r.last()
+      if ch == nil then
+        r.ended = true -- the side queue may still hold routed items
+      elseif ch ~= AGAIN then
+        chunk, ci = ch, 0
+        r.routing.default = (r.routing.default or 0) + #ch
       end
     end
   end

@@ -37,16 +37,23 @@ def wrong_length(items):
 def die_once(items):
     """Kills its own worker the first time it sees the flag file, mid-batch."""
     flag = os.environ.get("SLITHER_DIE_FLAG")
-    if flag and os.path.exists(flag):
-        os.remove(flag)
+    if flag and _claim(flag):
         os._exit(9)
     return [x + 1 for x in items]
 
 
+def _claim(flag):
+    """True for exactly one caller across workers: the one that removes the flag."""
+    try:
+        os.remove(flag)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def slow_once(items):
     flag = os.environ.get("SLITHER_SLOW_FLAG")
-    if flag and os.path.exists(flag):
-        os.remove(flag)
+    if flag and _claim(flag):
         time.sleep(30)
     return items
 
