@@ -1,0 +1,702 @@
+-- slither.examples: `slither example [NAME... | --all] [options]`.
+--
+-- The examples live in <repo>/scripts/examples/*.lua, one module each:
+--
+--   return { name = "text_analysis", description = "...", needs = { "sklearn" },
+--            run = function(opts) ... end }
+--
+-- run(opts) gets { scale = "small"|"full", workers = N, pypath = dir, out = print-like,
+-- check = function(label, expected, observed [, tolerance | predicate]),
+-- timing = function(label, ms), throughput = function(label, count, ms, unit),
+-- progress = function(label, unit) -> { done = function() } }. Every claim an
+-- example makes is a check, printed as
+--
+--   "  <label>: expected=E observed=O [OK|MISMATCH]"
+--
+-- and any MISMATCH (or an example that raises) makes the command exit 1. Usage
+-- errors exit 2. A script also runs on its own (`slither scripts/examples/x.lua`):
+-- it calls M.run_script(module, arg).
+local slither = require("slither")
+local core = slither.core
+local ffi = require("ffi")
+
+pcall(ffi.cdef, "int isatty(int fd);")
+
+local M = {}
+
+-- What a script's chunk receives as `...` when this module loads it (a direct
+-- run receives the command-line arguments instead).
+M.MODULE_ARG = "--slither-examples-module"
+
+-- Import name -> Debian package.
+local DEBIAN = {
+  sklearn = "python3-sklearn",
+  PIL = "python3-pil",
+  numpy = "python3-numpy",
+  scipy = "python3-scipy",
+  pandas = "python3-pandas",
+}
+
+local USAGE = [[
+usage: slither example                      list the examples and what they need
+       slither example NAME [NAME...]       run examples
+       slither example --all                run every example whose packages import
+
+options:
+  --scale small|full   data sizes: small (quick, for tests) or full (as in the
+                       original; the default)
+  --workers N          Python worker processes (default: the number of CPUs)
+  --no-baseline        do not run the pure-Python baseline after an example
+  -h, --help           this text
+
+Every claim an example makes is checked and printed as
+  <label>: expected=... observed=... [OK|MISMATCH]
+Exit status: 0 when every check holds, 1 on a MISMATCH or a failed example,
+2 on a usage error. Workers run on SLITHER_PYTHON (default python3).
+]]
+
+-- ---- small helpers ------------------------------------------------------------
+
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function stdout_is_tty()
+  local ok, r = pcall(function() return ffi.C.isatty(1) end)
+  return ok and r == 1
+end
+
+local function cpu_count()
+  local p = io.popen("nproc 2>/dev/null")
+  local n = p and tonumber((p:read("*l") or ""):match("%d+"))
+  if p then p:close() end
+  return n or 2
+end
+
+local function this_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:sub(1, 1) == "@" and src:sub(2):match("(.*)/[^/]*$") or nil
+end
+
+-- Directories the examples may live in: beside the Lua modules, or in the source
+-- tree this file belongs to. SLITHER_EXAMPLES_DIR wins.
+local function examples_dir()
+  local cands = {}
+  local env = os.getenv("SLITHER_EXAMPLES_DIR")
+  if env and env ~= "" then cands[#cands + 1] = env end
+  local paths = core.paths()
+  cands[#cands + 1] = paths.lua .. "/../scripts/examples"
+  local here = this_dir()
+  if here then cands[#cands + 1] = here .. "/../../scripts/examples" end
+  for _, d in ipairs(cands) do
+    if file_exists(d .. "/text_analysis.lua") then return d end
+  end
+  for _, d in ipairs(cands) do
+    local p = io.popen('ls -1 "' .. d .. '" 2>/dev/null')
+    local any = p and p:read("*l")
+    if p then p:close() end
+    if any then return d end
+  end
+  return nil, "no examples directory (looked in: " .. table.concat(cands, ", ") .. ")"
+end
+
+-- The Python modules the examples call.
+local function python_dir(exdir)
+  local cands = {}
+  if exdir then cands[#cands + 1] = exdir .. "/../../pyworkers/examples" end
+  cands[#cands + 1] = core.paths().worker .. "/examples"
+  for _, d in ipairs(cands) do
+    if file_exists(d .. "/text_analyzer.py") then return d end
+  end
+  return cands[#cands]
+end
+M.python_dir = python_dir
+
+local function load_example(path)
+  local chunk, err = loadfile(path)
+  if not chunk then return nil, err end
+  local ok, ex = pcall(chunk, M.MODULE_ARG)
+  if not ok then return nil, tostring(ex) end
+  if type(ex) ~= "table" or type(ex.name) ~= "string" or type(ex.run) ~= "function" then
+    return nil, path .. " does not return { name =, description =, needs =, run = }"
+  end
+  ex.needs = ex.needs or {}
+  ex.description = ex.description or ""
+  ex.path = path
+  return ex
+end
+
+-- Every example of the directory, sorted by name.
+local function load_examples(dir)
+  local list, errors = {}, {}
+  local p = io.popen('ls -1 "' .. dir .. '" 2>/dev/null')
+  if p then
+    for f in p:lines() do
+      if f:match("^[%w_]+%.lua$") then
+        local ex, err = load_example(dir .. "/" .. f)
+        if ex then list[#list + 1] = ex else errors[#errors + 1] = err end
+      end
+    end
+    p:close()
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list, errors
+end
+
+-- ---- helpers for the examples ---------------------------------------------------
+
+-- A small deterministic generator (Park-Miller, exact in doubles), so the data do
+-- not depend on math.random, which other code of the engine also draws from.
+local Rng = {}
+Rng.__index = Rng
+
+function M.rng(seed)
+  local s = math.floor(seed) % 2147483647
+  if s <= 0 then s = s + 2147483646 end
+  return setmetatable({ s = s }, Rng)
+end
+
+function Rng:next()
+  self.s = (self.s * 48271) % 2147483647
+  return self.s
+end
+
+-- An integer in [lo, hi].
+function Rng:int(lo, hi)
+  return lo + (self:next() % (hi - lo + 1))
+end
+
+-- A float in [0, 1).
+function Rng:float()
+  return (self:next() - 1) / 2147483646
+end
+
+function Rng:pick(list)
+  return list[self:int(1, #list)]
+end
+
+function Rng:shuffle(list)
+  for i = #list, 2, -1 do
+    local j = self:int(1, i)
+    list[i], list[j] = list[j], list[i]
+  end
+  return list
+end
+
+-- The worker pool an example uses: opts.workers processes with the example
+-- modules on the path.
+function M.start_pool(opts, name)
+  local pool, err = slither.pool.start{ name = name or "examples", size = opts.workers,
+                                        path = { opts.pypath }, startup_timeout_ms = 30000 }
+  if not pool then M.fail("cannot start the worker pool: " .. tostring(err and err.message)) end
+  return pool
+end
+
+-- Stop an example with a message and no traceback (an operational failure, such
+-- as an interpreter that cannot start, rather than a bug).
+local Fail = {}
+function M.fail(message)
+  error(setmetatable({ message = message }, Fail), 0)
+end
+
+local function error_text(e)
+  if getmetatable(e) == Fail then return e.message end
+  return debug.traceback(tostring(e), 2)
+end
+
+-- ---- formatting -----------------------------------------------------------------
+
+local function fmt_value(v)
+  local t = type(v)
+  if t == "number" then
+    if v ~= v then return "nan" end
+    if v % 1 == 0 and math.abs(v) < 1e15 then return string.format("%d", v) end
+    return string.format("%.10g", v)
+  elseif t == "boolean" then
+    return v and "yes" or "no"
+  elseif t == "table" then
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    local parts = {}
+    if #v > 0 and #keys == #v then
+      for i = 1, #v do parts[i] = fmt_value(v[i]) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. ":" .. fmt_value(v[k]) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif v == nil then
+    return "nil"
+  end
+  return tostring(v)
+end
+M.fmt_value = fmt_value
+
+local function fmt_ms(ms)
+  if ms < 1000 then return string.format("%.0fms", ms) end
+  if ms < 60000 then return string.format("%.2fs", ms / 1000) end
+  return string.format("%dm %ds", math.floor(ms / 60000), math.floor(ms / 1000) % 60)
+end
+M.fmt_ms = fmt_ms
+
+local function same(expected, observed, how)
+  if type(how) == "function" then return how(expected, observed) and true or false end
+  if type(how) == "number" and type(expected) == "number" and type(observed) == "number" then
+    return math.abs(expected - observed) <= how
+  end
+  return fmt_value(expected) == fmt_value(observed)
+end
+
+-- ---- progress lines -------------------------------------------------------------
+
+-- One line per stage, rewritten in place with \r while the stage runs, from the
+-- pool's call events (items done, items/s, calls in flight). Nothing at all when
+-- stdout is not a terminal.
+local open_progress = {} -- lines not yet done: closed when their example ends
+
+local function close_progress()
+  for p in pairs(open_progress) do p.done() end
+end
+
+local function progress_factory(enabled)
+  if not enabled then
+    return function() return { done = function() end } end
+  end
+  return function(label, unit)
+    unit = unit or "items"
+    local st = { started = 0, finished = 0, items = 0, t0 = slither.now(), last = 0, width = 0 }
+    local function paint(force)
+      local now = slither.now()
+      if not force and now - st.last < 100 then return end
+      st.last = now
+      local secs = math.max((now - st.t0) / 1000, 0.001)
+      local line = string.format("  %s: %d %s  %.0f %s/s  %d in flight", label, st.items, unit,
+        st.items / secs, unit, st.started - st.finished)
+      io.stdout:write("\r" .. line .. string.rep(" ", math.max(0, st.width - #line)))
+      io.stdout:flush()
+      st.width = #line
+    end
+    local id = slither.telemetry.attach("slither.pool.call", function(name, m)
+      if name == "slither.pool.call.start" then
+        st.started = st.started + 1
+      else
+        st.finished = st.finished + 1
+        if name == "slither.pool.call.stop" then st.items = st.items + (m.items or 0) end
+      end
+      paint(false)
+    end)
+    paint(true)
+    local handle = {}
+    handle.done = function()
+      if not open_progress[handle] then return end
+      open_progress[handle] = nil
+      slither.telemetry.detach(id)
+      io.stdout:write("\r" .. string.rep(" ", st.width) .. "\r")
+      io.stdout:flush()
+    end
+    open_progress[handle] = true
+    return handle
+  end
+end
+
+-- ---- running one example --------------------------------------------------------
+
+local function gil_text(h)
+  local gil = h.gil_enabled == false and "GIL disabled" or "GIL enabled"
+  return gil .. (h.free_threaded and ", free-threaded build" or "")
+end
+
+local function python_line(h)
+  local exe = type(h.executable) == "string" and h.executable ~= "" and h.executable
+    or "(the worker did not say)"
+  return string.format("%s, Python %s (%s), %s", exe, tostring(h.python),
+    tostring(h.implementation), gil_text(h))
+end
+
+-- Run ex with cfg = { scale, workers, pypath, no_baseline, progress }. Returns
+-- ok (no mismatch, no error) and the counts.
+local function run_one(ex, cfg)
+  local out = print
+  local res = { ok = 0, mismatch = 0, mismatches = {} }
+  out("")
+  out(string.format("=== %s: %s (scale %s, %d workers) ===", ex.name, ex.description,
+    cfg.scale, cfg.workers))
+  -- The interpreter the example's workers run on, from their hello.
+  local hellos, shown = {}, false
+  local tid = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
+    local h = md.hello or {}
+    hellos[#hellos + 1] = h
+    if not shown then
+      shown = true
+      out("  python: " .. python_line(h))
+    end
+  end)
+  local pools_before, stores_before = {}, {}
+  for _, p in ipairs(slither.pool.all()) do pools_before[p] = true end
+  for _, s in ipairs(slither.store.all()) do stores_before[s] = true end
+
+  local opts = {
+    scale = cfg.scale,
+    workers = cfg.workers,
+    pypath = cfg.pypath,
+    out = out,
+    progress = cfg.progress,
+  }
+  function opts.check(label, expected, observed, how)
+    local ok = same(expected, observed, how)
+    if ok then res.ok = res.ok + 1 else
+      res.mismatch = res.mismatch + 1
+      res.mismatches[#res.mismatches + 1] = label
+    end
+    out(string.format("  %s: expected=%s observed=%s [%s]", label, fmt_value(expected),
+      fmt_value(observed), ok and "OK" or "MISMATCH"))
+    return ok
+  end
+  function opts.timing(label, ms)
+    out(string.format("  %s: %s", label, fmt_ms(ms)))
+  end
+  function opts.throughput(label, count, ms, unit)
+    local secs = math.max(ms / 1000, 0.001)
+    out(string.format("  %s: %.1f %s/s (%d %s in %.2fs)", label, count / secs, unit or "items",
+      count, unit or "items", ms / 1000))
+  end
+
+  local t0 = slither.now()
+  local ok, err = xpcall(function() return ex.run(opts) end, error_text)
+  local ms = slither.now() - t0
+  close_progress()
+  slither.telemetry.detach(tid)
+  -- leave nothing running for the next example
+  for _, p in ipairs(slither.pool.all()) do
+    if not pools_before[p] then pcall(p.stop, p, { grace_ms = 2000 }) end
+  end
+  for _, s in ipairs(slither.store.all()) do
+    if not stores_before[s] then pcall(s.stop, s) end
+  end
+  if not ok then
+    out("  example failed: " .. tostring(err))
+    res.failed = true
+  end
+  local exes = {}
+  for _, h in ipairs(hellos) do
+    exes[tostring(h.implementation) .. " " .. tostring(h.python) .. " " ..
+      tostring(h.gil_enabled)] = true
+  end
+  local n = 0
+  for _ in pairs(exes) do n = n + 1 end
+  if n > 1 then out("  note: the workers ran on more than one interpreter") end
+  if not cfg.no_baseline then out("  baseline: not available yet") end
+  out(string.format("--- %s: %d checks OK, %d MISMATCH%s, %s ---", ex.name, res.ok, res.mismatch,
+    res.failed and ", FAILED" or "", fmt_ms(ms)))
+  if res.mismatch > 0 then
+    out("  mismatched: " .. table.concat(res.mismatches, "; "))
+  end
+  res.passed = not res.failed and res.mismatch == 0
+  return res
+end
+
+-- Which of names import in the configured interpreter: name -> version | false,
+-- and the probe worker's hello. A 1-worker pool asks the real interpreter.
+local DEBIAN_SEEN = {} -- key in probe's answer: whether Debian's packages import
+
+local function probe(names, pypath)
+  local hello
+  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
+    if md.pool == "examples-probe" then hello = md.hello end
+  end)
+  local pool, err = slither.pool.start{ name = "examples-probe", size = 1, path = { pypath },
+                                        startup_timeout_ms = 30000 }
+  slither.telemetry.detach(id)
+  if not pool then return nil, err end
+  local found = {}
+  if #names > 0 then
+    local vers, cerr = pool:call("doctor_probe", "versions", names, { timeout_ms = 120000 })
+    if not vers then
+      pool:stop()
+      return nil, cerr
+    end
+    for i, n in ipairs(names) do found[n] = type(vers[i]) == "string" and vers[i] or false end
+    local sees = pool:call("doctor_probe", "sees_debian_packages", { 0 })
+    found[DEBIAN_SEEN] = sees and sees[1] == true
+  end
+  pool:stop()
+  return found, hello or {}
+end
+
+-- Debian's python3-* packages install for /usr/bin/python3 only.
+local function debian_note(found, hello)
+  if found[DEBIAN_SEEN] ~= false then return nil end
+  return "Debian's packages install for /usr/bin/python3; this interpreter (" ..
+    tostring(hello and hello.executable) .. ") does not see them: install with its own " ..
+    "pip, or run with SLITHER_PYTHON=/usr/bin/python3"
+end
+
+local function needs_text(ex, found)
+  if #ex.needs == 0 then return "standard library only" end
+  local parts = {}
+  for _, n in ipairs(ex.needs) do
+    local v = found and found[n]
+    if v then
+      parts[#parts + 1] = n .. " " .. v
+    elseif found then
+      parts[#parts + 1] = n .. " (missing: apt-get install -y " .. (DEBIAN[n] or ("python3-" .. n:lower())) .. ")"
+    else
+      parts[#parts + 1] = n
+    end
+  end
+  return table.concat(parts, ", ")
+end
+
+local function missing_of(ex, found)
+  local miss = {}
+  for _, n in ipairs(ex.needs) do
+    if not (found and found[n]) then miss[#miss + 1] = n end
+  end
+  return miss
+end
+
+local function apt_line(miss)
+  local debs = {}
+  for _, n in ipairs(miss) do debs[#debs + 1] = DEBIAN[n] or ("python3-" .. n:lower()) end
+  return "apt-get install -y " .. table.concat(debs, " ")
+end
+
+-- ---- arguments ------------------------------------------------------------------
+
+local function parse_args(args)
+  local o = { names = {}, scale = "full", workers = nil, no_baseline = false }
+  local i = 1
+  local function value(name, a)
+    local v = a:match("^%-%-" .. name .. "=(.*)$")
+    if v then return v, 1 end
+    v = args[i + 1]
+    if v == nil or v == "" then return nil, 0 end
+    return v, 2
+  end
+  while i <= #args do
+    local a = args[i]
+    if a == "--all" then
+      o.all = true
+      i = i + 1
+    elseif a == "--no-baseline" then
+      o.no_baseline = true
+      i = i + 1
+    elseif a == "-h" or a == "--help" then
+      o.help = true
+      i = i + 1
+    elseif a == "--scale" or a:match("^%-%-scale=") then
+      local v, step = value("scale", a)
+      if not v then return nil, "--scale needs a value: small or full" end
+      if v ~= "small" and v ~= "full" then
+        return nil, "--scale must be small or full, got '" .. v .. "'"
+      end
+      o.scale = v
+      i = i + step
+    elseif a == "--workers" or a:match("^%-%-workers=") then
+      local v, step = value("workers", a)
+      local n = tonumber(v)
+      if not v then return nil, "--workers needs a number" end
+      if not n or n < 1 or n % 1 ~= 0 or n > 1024 then
+        return nil, "--workers must be an integer from 1 to 1024, got '" .. v .. "'"
+      end
+      o.workers = n
+      i = i + step
+    elseif a:sub(1, 1) == "-" then
+      return nil, "unknown option '" .. a .. "'"
+    else
+      o.names[#o.names + 1] = a
+      i = i + 1
+    end
+  end
+  if o.all and #o.names > 0 then
+    return nil, "cannot combine --all with example names (" .. table.concat(o.names, ", ") .. ")"
+  end
+  return o
+end
+
+local function usage_error(msg, list)
+  io.stderr:write("slither example: " .. msg .. "\n")
+  if list then
+    local names = {}
+    for _, ex in ipairs(list) do names[#names + 1] = ex.name end
+    io.stderr:write("available examples: " .. table.concat(names, ", ") .. "\n")
+  end
+  io.stderr:write("(slither example --help for the usage)\n")
+  return 2
+end
+
+local function quiet_logs()
+  -- Worker output goes to the log; it would break up the report. An explicit
+  -- SLITHER_LOG still wins.
+  if (os.getenv("SLITHER_LOG") or "") == "" then core.set_log_level("error") end
+end
+
+local function default_workers()
+  return math.max(2, cpu_count())
+end
+
+-- ---- the command ----------------------------------------------------------------
+
+local function list_examples(list, pypath)
+  local names = {}
+  local seen = {}
+  for _, ex in ipairs(list) do
+    for _, n in ipairs(ex.needs) do
+      if not seen[n] then seen[n] = true; names[#names + 1] = n end
+    end
+  end
+  local found, hello = probe(names, pypath)
+  print("Slither examples:")
+  print("")
+  for _, ex in ipairs(list) do
+    print(string.format("  %-15s %s", ex.name, ex.description))
+    print(string.format("  %-15s needs: %s", "", needs_text(ex, found)))
+  end
+  print("")
+  local note = found and debian_note(found, hello)
+  local anything_missing = false
+  for _, ex in ipairs(list) do
+    if #missing_of(ex, found) > 0 then anything_missing = true end
+  end
+  if note and anything_missing then
+    print("note: " .. note)
+    print("")
+  end
+  if found then
+    print("python: " .. python_line(hello))
+  else
+    print("python: cannot start a worker: " .. tostring(hello and hello.message or hello))
+  end
+  print("")
+  print("run one: slither example NAME [--scale small|full] [--workers N] [--no-baseline]")
+  print("run all: slither example --all")
+  return 0
+end
+
+function M.main(args)
+  args = args or {}
+  local o, perr = parse_args(args)
+  if not o then return usage_error(perr) end
+  if o.help then
+    io.write(USAGE)
+    return 0
+  end
+  quiet_logs()
+  local dir, derr = examples_dir()
+  if not dir then
+    io.stderr:write("slither example: " .. derr .. "\n")
+    return 1
+  end
+  local list, load_errors = load_examples(dir)
+  for _, e in ipairs(load_errors) do io.stderr:write("slither example: cannot load " .. e .. "\n") end
+  local by_name = {}
+  for _, ex in ipairs(list) do by_name[ex.name] = ex end
+  local pypath = python_dir(dir)
+
+  if not o.all and #o.names == 0 then return list_examples(list, pypath) end
+
+  local selected = {}
+  if o.all then
+    selected = list
+  else
+    local unknown = {}
+    for _, n in ipairs(o.names) do
+      if by_name[n] then selected[#selected + 1] = by_name[n] else unknown[#unknown + 1] = n end
+    end
+    if #unknown > 0 then
+      return usage_error((#unknown == 1 and "unknown example '" or "unknown examples '") ..
+        table.concat(unknown, "', '") .. "'", list)
+    end
+  end
+
+  local cfg = { scale = o.scale, workers = o.workers or default_workers(), pypath = pypath,
+                no_baseline = o.no_baseline, progress = progress_factory(stdout_is_tty()) }
+
+  -- Which packages the selected examples need, asked of the real interpreter.
+  local need_names, seen = {}, {}
+  for _, ex in ipairs(selected) do
+    for _, n in ipairs(ex.needs) do
+      if not seen[n] then seen[n] = true; need_names[#need_names + 1] = n end
+    end
+  end
+  local found, probe_hello = {}, nil
+  if #need_names > 0 then
+    local f, herr = probe(need_names, pypath)
+    if not f then
+      print("cannot start a Python worker to check packages: " .. tostring(herr and herr.message))
+      return 1
+    end
+    found, probe_hello = f, herr
+  end
+
+  local t0 = slither.now()
+  local ran, passed, skipped = 0, 0, {}
+  local failed_names = {}
+  for _, ex in ipairs(selected) do
+    local miss = missing_of(ex, found)
+    if #miss > 0 then
+      skipped[#skipped + 1] = { ex = ex, miss = miss }
+      print("")
+      print(string.format("=== %s: %s ===", ex.name, ex.description))
+      print(string.format("  skipped: needs %s (%s)", table.concat(miss, ", "), apt_line(miss)))
+    else
+      local r = run_one(ex, cfg)
+      ran = ran + 1
+      if r.passed then passed = passed + 1 else failed_names[#failed_names + 1] = ex.name end
+    end
+  end
+  print("")
+  print(string.format("=== examples: %d run, %d passed, %d failed, %d skipped (%s) ===", ran, passed,
+    #failed_names, #skipped, fmt_ms(slither.now() - t0)))
+  if #failed_names > 0 then print("  failed: " .. table.concat(failed_names, ", ")) end
+  for _, s in ipairs(skipped) do
+    print(string.format("  skipped %s: %s", s.ex.name, apt_line(s.miss)))
+  end
+  local note = #skipped > 0 and debian_note(found, probe_hello)
+  if note then print("  note: " .. note) end
+  if #failed_names > 0 then return 1 end
+  -- an example named on the command line that cannot run is a failure
+  if not o.all and #skipped > 0 then return 1 end
+  return 0
+end
+
+-- A script run on its own: `slither scripts/examples/NAME.lua [--scale S]
+-- [--workers N] [--no-baseline]` (small scale unless told). Exits 1 on a
+-- mismatch, 2 on a usage error.
+function M.run_script(ex, args)
+  local list = {}
+  for i = 1, #(args or {}) do list[i] = args[i] end
+  local o, perr = parse_args(list)
+  local rc
+  if not o then
+    rc = usage_error(perr)
+  elseif #o.names > 0 or o.all then
+    rc = usage_error("a script runs its own example only; use `slither example` for others")
+  elseif o.help then
+    io.write("usage: slither " .. tostring(ex.path or (ex.name .. ".lua")) ..
+      " [--scale small|full] [--workers N] [--no-baseline]\n")
+    rc = 0
+  else
+    quiet_logs()
+    ex.needs = ex.needs or {}
+    ex.description = ex.description or ""
+    local scale = "small"
+    for _, a in ipairs(list) do if a:match("^%-%-scale") then scale = o.scale end end
+    local here = arg and arg[0] and arg[0]:match("(.*)/[^/]*$")
+    local pypath = python_dir(here)
+    local r = run_one(ex, { scale = scale, workers = o.workers or default_workers(),
+                            pypath = pypath, no_baseline = o.no_baseline,
+                            progress = progress_factory(stdout_is_tty()) })
+    rc = r.passed and 0 or 1
+  end
+  if rc ~= 0 then
+    io.stdout:flush()
+    slither.shutdown(2000)
+    os.exit(rc)
+  end
+  return rc
+end
+
+return M

@@ -1,0 +1,110 @@
+"""End-to-end tests of `slither example`: each example at small scale exits 0 with
+every check line OK; usage errors exit 2; progress lines appear on a terminal
+only; a script in scripts/examples runs on its own."""
+import os
+import pty
+import re
+import subprocess
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+SLITHER = os.environ.get("SLITHER_BIN") or os.path.join(ROOT, "build", "slither")
+EXAMPLES = ["text_analysis", "batch_stats", "data_etl"]
+CHECK = re.compile(r"^  (.+): expected=(.*) observed=(.*) \[(OK|MISMATCH)\]$")
+
+
+def run(*args, timeout=120):
+    env = dict(os.environ, SLITHER_LOG="warn")
+    return subprocess.run([SLITHER, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def check_lines(stdout):
+    return [m for m in (CHECK.match(l) for l in stdout.splitlines()) if m]
+
+
+class ExamplesTest(unittest.TestCase):
+    def assert_all_ok(self, r, min_checks=10):
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-2000:])
+        self.assertNotIn("MISMATCH]", r.stdout)
+        checks = check_lines(r.stdout)
+        self.assertGreaterEqual(len(checks), min_checks, r.stdout[-3000:])
+        for m in checks:
+            self.assertEqual(m.group(4), "OK", m.group(0))
+        self.assertNotIn("\r", r.stdout, "a progress line reached a pipe")
+
+    def test_each_example_small(self):
+        for name in EXAMPLES:
+            with self.subTest(example=name):
+                t0 = time.monotonic()
+                r = run("example", name, "--scale", "small", "--no-baseline")
+                self.assert_all_ok(r)
+                self.assertIn(f"=== {name}:", r.stdout)
+                self.assertRegex(r.stdout, r"  python: .*Python \d+\.\d+.*GIL (enabled|disabled)")
+                self.assertLess(time.monotonic() - t0, 30)
+
+    def test_all_small(self):
+        r = run("example", "--all", "--scale", "small", "--no-baseline", "--workers", "3")
+        self.assert_all_ok(r, min_checks=60)
+        self.assertIn("3 run, 3 passed, 0 failed", r.stdout)
+
+    def test_baseline_placeholder(self):
+        r = run("example", "data_etl", "--scale=small", "--workers=1")
+        self.assert_all_ok(r)
+        self.assertIn("baseline: not available yet", r.stdout)
+
+    def test_list(self):
+        r = run("example")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for name in EXAMPLES:
+            self.assertIn(name, r.stdout)
+        self.assertIn("standard library only", r.stdout)
+        self.assertIn("python: ", r.stdout)
+
+    def test_usage_errors(self):
+        for args, word in [(["no_such_example"], "no_such_example"),
+                           (["--frobnicate"], "--frobnicate"),
+                           (["--scale", "huge", "data_etl"], "huge"),
+                           (["--workers", "0", "data_etl"], "--workers"),
+                           (["--all", "data_etl"], "--all")]:
+            with self.subTest(args=args):
+                r = run("example", *args)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn(word, r.stderr)
+        r = run("example", "--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--scale small|full", r.stdout)
+
+    def test_script_runs_on_its_own(self):
+        r = run(os.path.join("scripts", "examples", "batch_stats.lua"), "--no-baseline")
+        self.assert_all_ok(r)
+        self.assertIn("scale small", r.stdout)
+
+    def test_progress_on_a_terminal(self):
+        master, slave = pty.openpty()
+        env = dict(os.environ, SLITHER_LOG="warn")
+        p = subprocess.Popen([SLITHER, "example", "text_analysis", "--scale", "small",
+                              "--no-baseline"], stdout=slave, stderr=subprocess.DEVNULL,
+                             env=env, cwd=ROOT)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        rc = p.wait(timeout=60)
+        text = out.decode(errors="replace")
+        self.assertEqual(rc, 0, text[-3000:])
+        self.assertRegex(text, r"\r  analyze: \d+ docs\s+\d+ docs/s\s+\d+ in flight")
+        self.assertNotIn("MISMATCH]", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
