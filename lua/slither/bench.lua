@@ -18,7 +18,7 @@ usage: slither bench pool [--json] [--calls N] [--workers W]
        slither bench dispatch [--workload trivial|records|cpu] [--n N] [--batch B]
                               [--workers W] [--sweep] [--memory] [--json]
        slither bench store [--json] [--keys N] [--lookups N]
-       slither bench pipe [--json] [--n N]
+       slither bench pipe [--json] [--n N] [--work US]
 
 subcommands:
   pool      worker pool round trips, calls/s and start-up beside Python's pools
@@ -1562,7 +1562,8 @@ end
 
 local PIPE_N = 1000000
 local PIPE_POOL = "bench_pipe"
-local PIPE_MODULE, PIPE_FUNCTION = "bench_pipe", "inc"
+local PIPE_MODULE = "bench_pipe"
+local PIPE_FUNCTION = "inc" -- "work_N" with --work N
 local PIPE_BATCH = 1024
 local PIPE_WORKERS = 2
 local PIPE_ROUNDS = 3          -- every run repeated, interleaved; the fastest of each kept
@@ -1589,11 +1590,20 @@ local function parse_pipe_args(args)
       end
       opts.n = n
       i = i + (inline and 1 or 2)
+    elseif name == "work" then
+      -- microseconds of Python per item: 0 measures the pipe around trivial
+      -- Python; a few microseconds make Python the slowest stage, as in real use
+      local v = inline or args[i + 1]
+      local w = tonumber(v)
+      if not w or w < 0 then return nil, "--work needs a number of microseconds >= 0" end
+      opts.work = w
+      i = i + (inline and 1 or 2)
     else
       return nil, "unknown argument '" .. a .. "'"
     end
   end
   opts.n = opts.n or PIPE_N
+  if opts.work and opts.work > 0 then PIPE_FUNCTION = "work_" .. math.floor(opts.work) end
   return opts
 end
 

@@ -26,7 +26,7 @@ function M.wrap(payload, meta)
     error("slither.item.wrap: meta must be a table, got " .. type(meta), 2)
   end
   next_id = next_id + 1
-  return setmetatable({ id = next_id, payload = payload, meta = meta }, Item)
+  return setmetatable({ id = next_id, payload = payload, meta = meta, route = false }, Item)
 end
 
 function M.wrap_many(list)
@@ -36,7 +36,7 @@ function M.wrap_many(list)
   local out = {}
   for i = 1, #list do
     next_id = next_id + 1
-    out[i] = setmetatable({ id = next_id, payload = list[i] }, Item)
+    out[i] = setmetatable({ id = next_id, payload = list[i], route = false }, Item)
   end
   return out
 end
@@ -49,7 +49,9 @@ end
 function M.coerce(x)
   if getmetatable(x) == Item then return x end
   next_id = next_id + 1
-  return setmetatable({ id = next_id, payload = x }, Item)
+  -- route is there from the start (false: not routed) so that routing an item
+  -- does not grow its table
+  return setmetatable({ id = next_id, payload = x, route = false }, Item)
 end
 
 function Item:__tostring()

@@ -221,7 +221,7 @@ local function new_run(pipe, input, opts)
     pipe = pipe,
     id = string.format("%s-%d-%x", pipe.name, run_seq, math.random(0, 2 ^ 30)),
     metadata = opts.metadata or {},
-    side = {}, side_head = 1, side_tail = 0,
+    side_out = {}, side_item = {}, side_head = 1, side_tail = 0,
     counts = {}, routing = {}, stores = {}, pools = {}, streams = {},
   }
   r.session = opts.session or ("pipe:" .. r.id)
@@ -236,9 +236,12 @@ local function new_run(pipe, input, opts)
     r.stores[def.name] = s
     s:open_session(r.session)
   end
+  -- routed items wait here for the consumer (two arrays: no table per item)
+  local side_out, side_item = r.side_out, r.side_item
   local function side_push(out, it)
-    r.side_tail = r.side_tail + 1
-    r.side[r.side_tail] = { out, it }
+    local t = r.side_tail + 1
+    r.side_tail = t
+    side_out[t], side_item[t] = out, it
     r.routing[out] = (r.routing[out] or 0) + 1
   end
   r.side_push = side_push
@@ -308,19 +311,27 @@ local function new_run(pipe, input, opts)
           local chunk = prev()
           if chunk == nil or chunk == AGAIN then return chunk end
           local out, n = {}, 0
-          c["in"] = c["in"] + #chunk
-          for i = 1, #chunk do
-            local it = chunk[i]
-            local ok, res, why = pcall(handler, it, ctx)
-            if not ok then
-              failed(it, stage_error(st.name, "stage_error", tostring(res), it))
-            elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
-              c.skipped = c.skipped + 1
-            elseif res == nil then
-              failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
-                "slither.skip(reason) to drop an item)", it))
-            elseif many then
-              if type(res) ~= "table" then
+          local nchunk = #chunk
+          c["in"] = c["in"] + nchunk
+          -- One pcall per chunk, not per item: the loop runs unprotected, and
+          -- when a handler raises, that item is handled and the loop resumes
+          -- after it.
+          local i = 0
+          local function loop()
+            while i < nchunk do
+              i = i + 1
+              local it = chunk[i]
+              local res, why = handler(it, ctx)
+              if res ~= nil and not many and getmetatable(res) ~= Skip then
+                it.payload = res
+                n = n + 1
+                out[n] = it
+              elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
+                c.skipped = c.skipped + 1
+              elseif res == nil then
+                failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
+                  "slither.skip(reason) to drop an item)", it))
+              elseif type(res) ~= "table" then
                 failed(it, stage_error(st.name, "stage_error",
                   "a cardinality = \"many\" handler must return a list", it))
               else
@@ -329,10 +340,13 @@ local function new_run(pipe, input, opts)
                   out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
                 end
               end
-            else
-              it.payload = res
-              n = n + 1
-              out[n] = it
+            end
+          end
+          while i < nchunk do
+            local ok, err = pcall(loop)
+            if not ok then
+              if getmetatable(err) == Halt then error(err, 0) end
+              failed(chunk[i], stage_error(st.name, "stage_error", tostring(err), chunk[i]))
             end
           end
           c.out = c.out + n
@@ -467,36 +481,41 @@ local function new_run(pipe, input, opts)
         while true do
           local chunk = prev()
           if chunk == nil or chunk == AGAIN then return chunk end
-          c["in"] = c["in"] + #chunk
+          local nchunk = #chunk
+          c["in"] = c["in"] + nchunk
           local out, n = {}, 0
-          for i = 1, #chunk do
-            local it = chunk[i]
-            local dest, k = nil, 1
-            while k <= nroutes do
-              local ok, yes = pcall(routes[k][1], it)
-              if not ok then
-                failed(it, stage_error(st.name, "route_error", tostring(yes), it))
-                dest = false
-                break
+          local routing = r.routing
+          local i = 0
+          -- one pcall per chunk, as in the Lua stage
+          local function loop()
+            while i < nchunk do
+              i = i + 1
+              local it = chunk[i]
+              local dest, k = nil, 1
+              while k <= nroutes do
+                if routes[k][1](it) then dest = k break end
+                k = k + 1
               end
-              if yes then dest = k break end
-              k = k + 1
-            end
-            if dest then
-              local name = routes[dest][2]
-              it.route = name
-              r.routing[counts[dest]] = (r.routing[counts[dest]] or 0) + 1
-              side_push(name, it)
               c.out = c.out + 1
-            elseif dest == nil then
-              c.out = c.out + 1
-              if last then
+              if dest then
+                local name = routes[dest][2]
+                it.route = name
+                routing[counts[dest]] = (routing[counts[dest]] or 0) + 1
+                side_push(name, it)
+              elseif last then
                 it.route = "default"
                 side_push("default", it)
               else
                 n = n + 1
                 out[n] = it
               end
+            end
+          end
+          while i < nchunk do
+            local ok, err = pcall(loop)
+            if not ok then
+              if getmetatable(err) == Halt then error(err, 0) end
+              failed(chunk[i], stage_error(st.name, "route_error", tostring(err), chunk[i]))
             end
           end
           if n > 0 then return out end
@@ -512,10 +531,11 @@ local function new_run(pipe, input, opts)
   function r.next()
     while true do
       if r.side_head <= r.side_tail then
-        local e = r.side[r.side_head]
-        r.side[r.side_head] = nil
-        r.side_head = r.side_head + 1
-        return e[1], e[2]
+        local h = r.side_head
+        local out, it = side_out[h], side_item[h]
+        side_out[h], side_item[h] = nil, nil
+        r.side_head = h + 1
+        return out, it
       end
       if chunk and ci < #chunk then
         ci = ci + 1
@@ -529,6 +549,34 @@ local function new_run(pipe, input, opts)
         r.ended = true -- the side queue may still hold routed items
       elseif ch ~= AGAIN then
         chunk, ci = ch, 0
+        r.routing.default = (r.routing.default or 0) + #ch
+      end
+    end
+  end
+
+  -- run_pipe's consumer: everything into the output buckets, a chunk at a time
+  function r.drain(outputs)
+    local default = outputs.default
+    local nd = #default
+    while true do
+      local h, t = r.side_head, r.side_tail
+      for k = h, t do
+        local bucket = outputs[side_out[k]]
+        bucket[#bucket + 1] = side_item[k]
+        side_out[k], side_item[k] = nil, nil
+      end
+      r.side_head = t + 1
+      if r.ended then return end
+      local ch = r.last()
+      if ch == nil then
+        r.ended = true
+      elseif ch ~= AGAIN then
+        for k = 1, #ch do
+          local it = ch[k]
+          it.route = "default"
+          nd = nd + 1
+          default[nd] = it
+        end
         r.routing.default = (r.routing.default or 0) + #ch
       end
     end
@@ -571,14 +619,7 @@ function M.run_pipe(pipe, input, opts)
     event("slither.pipe.stage.start", {}, { pipe = pipe.name, run_id = r.id, stage = st.name,
                                             session = r.session })
   end
-  local ok, err = pcall(function()
-    while true do
-      local out, it = r.next()
-      if out == nil then break end
-      local bucket = outputs[out]
-      bucket[#bucket + 1] = it
-    end
-  end)
+  local ok, err = pcall(r.drain, outputs)
   r.finish()
   local report = r.report()
   report.duration_ms = core.now() - t0

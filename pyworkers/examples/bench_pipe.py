@@ -9,3 +9,25 @@ split then checks.
 
 def inc(xs):
     return [x + 1 for x in xs]
+
+
+def _spin(us):
+    import time
+
+    def work(xs):
+        out = []
+        for x in xs:
+            end = time.perf_counter() + us / 1e6
+            while time.perf_counter() < end:
+                pass
+            out.append(x + 1)
+        return out
+
+    return work
+
+
+def __getattr__(name):
+    """work_N: x + 1 after N microseconds of Python per item (bench pipe --work N)."""
+    if name.startswith("work_") and name[5:].isdigit():
+        return _spin(int(name[5:]))
+    raise AttributeError(name)
