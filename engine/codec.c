@@ -349,6 +349,54 @@ static int table_kind(encoder *e, int idx, int depth, size_t *n_out) {
   return 1;
 }
 
+static int has_mt_flag(encoder *e, int idx) {
+  if (lua_getmetatable(e->L, idx)) {
+    lua_pop(e->L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Encode a table of string keys as an object; -2 (nothing written) when a key is
+ * not a string. */
+static int enc_record(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  size_t out_len = e->out->len, att_len = e->att->len, i = 0;
+  int natt = e->natt, rc;
+  if (!lua_checkstack(L, 4)) return enc_fail(e, depth, "%s", "Lua stack exhausted");
+  if (e->pickle ? sl_buf_append(e->out, "}(", 2) : sl_buf_putc(e->out, '{')) return SL_ENOMEM;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t klen;
+    const char *k;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 2);
+      e->out->len = out_len;
+      e->att->len = att_len;
+      e->natt = natt;
+      return -2;
+    }
+    k = lua_tolstring(L, -2, &klen);
+    if (i++ && !e->pickle && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
+    rc = e->pickle ? pk_string(e->out, k, klen)
+                   : sl_json_string(e->out, (const unsigned char *)k, klen);
+    if (rc == 1) {
+      lua_pop(L, 2);
+      return enc_fail(e, depth, "%s", "table key is not valid UTF-8");
+    }
+    if (rc || (!e->pickle && sl_buf_putc(e->out, ':'))) return SL_ENOMEM;
+    e->path[depth].is_index = 0;
+    e->path[depth].key = k;
+    rc = enc_value(e, lua_gettop(L), depth + 1, 0);
+    lua_pop(L, 1);
+    if (rc) {
+      lua_pop(L, 1);
+      return rc;
+    }
+  }
+  return sl_buf_putc(e->out, e->pickle ? 'u' : '}');
+}
+
 static int enc_table(encoder *e, int idx, int depth, int as_list) {
   lua_State *L = e->L;
   size_t n = 0, i;
@@ -385,6 +433,12 @@ static int enc_table(encoder *e, int idx, int depth, int as_list) {
       if (lua_next(L, idx) == 0) kind = 3; /* list, holes not yet ruled out */
       else lua_pop(L, 2);
     }
+  }
+  if (kind == -2 && !has_mt_flag(e, idx) && n == 0 && !as_list) {
+    /* A record (string keys only) in one pass: encode while iterating, and only
+     * if a key that is not a string turns up, undo and classify the slow way. */
+    int rc = enc_record(e, idx, depth);
+    if (rc != -2) return rc;
   }
   if (kind == -2) kind = table_kind(e, idx, depth, &n);
   if (kind < 0) return SL_ECODEC;
