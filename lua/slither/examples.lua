@@ -317,6 +317,44 @@ end
 
 -- Run ex with cfg = { scale, workers, pypath, no_baseline, progress }. Returns
 -- ok (no mismatch, no error) and the counts.
+-- The pure-Python way of doing the same work (pyworkers/examples/
+-- pure_python_baselines.py): an unsafe threaded version and a safe one, run on a
+-- free-threaded CPython when one is at hand, so the races can really happen.
+-- Its lines are shown behind "  | ": a MISMATCH there is the unsafe version
+-- losing updates, the race the example exists to avoid, not a failure of Slither.
+local FT_PYTHON = (os.getenv("HOME") or "") .. "/.local/slither-python3.13t/bin/python3.13t"
+
+function M.baseline_python()
+  local env = os.getenv("SLITHER_BASELINE_PYTHON")
+  if env and env ~= "" then return env, "SLITHER_BASELINE_PYTHON" end
+  if file_exists(FT_PYTHON) then return FT_PYTHON, "built by scripts/build-free-threaded-python.sh" end
+  return os.getenv("SLITHER_PYTHON") or "python3", "no free-threaded build found"
+end
+
+function M.baseline(ex, cfg, out)
+  local script = python_dir(examples_dir()) .. "/pure_python_baselines.py"
+  if not file_exists(script) then
+    out("  baseline: " .. script .. " is missing")
+    return
+  end
+  local py, why = M.baseline_python()
+  local cmd = string.format("%q %q %s --mode both --scale %s --threads %d 2>&1", py, script,
+    ex.name, cfg.scale, math.max(2, (cfg.workers or 2) * 2))
+  out(string.format("--- pure-Python baseline (%s; %s) ---", py, why))
+  if why == "no free-threaded build found" then
+    out("  (scripts/build-free-threaded-python.sh builds one, on request; under a GIL the" ..
+      " unsafe races rarely show)")
+  end
+  local p = io.popen(cmd)
+  if not p then
+    out("  baseline: cannot run " .. py)
+    return
+  end
+  for line in p:lines() do out("  | " .. line) end
+  local ok, _, code = p:close()
+  if not ok and code ~= 0 then out("  baseline: exited with " .. tostring(code)) end
+end
+
 local function run_one(ex, cfg)
   local out = print
   local res = { ok = 0, mismatch = 0, mismatches = {} }
@@ -387,7 +425,7 @@ local function run_one(ex, cfg)
   local n = 0
   for _ in pairs(exes) do n = n + 1 end
   if n > 1 then out("  note: the workers ran on more than one interpreter") end
-  if not cfg.no_baseline then out("  baseline: not available yet") end
+  if not cfg.no_baseline then M.baseline(ex, cfg, out) end
   out(string.format("--- %s: %d checks OK, %d MISMATCH%s, %s ---", ex.name, res.ok, res.mismatch,
     res.failed and ", FAILED" or "", fmt_ms(ms)))
   if res.mismatch > 0 then

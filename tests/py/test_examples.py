@@ -50,10 +50,23 @@ class ExamplesTest(unittest.TestCase):
         self.assert_all_ok(r, min_checks=60)
         self.assertIn("3 run, 3 passed, 0 failed", r.stdout)
 
-    def test_baseline_placeholder(self):
-        r = run("example", "data_etl", "--scale=small", "--workers=1")
-        self.assert_all_ok(r)
-        self.assertIn("baseline: not available yet", r.stdout)
+    def test_baseline_runs_after_the_example(self):
+        r = run("example", "batch_stats", "--scale=small", "--workers=1")
+        self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-2000:])
+        self.assertIn("--- pure-Python baseline (", r.stdout)
+        own = "\n".join(l for l in r.stdout.splitlines() if not l.startswith("  | "))
+        self.assertNotIn("MISMATCH]", own)
+        base = [l for l in r.stdout.splitlines() if l.startswith("  | ")]
+        self.assertTrue(any("GIL enabled now:" in l for l in base), "\n".join(base))
+        # the safe version is always right
+        safe = False
+        for l in base:
+            if "--- safe" in l:
+                safe = True
+            elif "--- unsafe" in l:
+                safe = False
+            elif safe:
+                self.assertNotIn("MISMATCH]", l)
 
     def test_list(self):
         r = run("example")
