@@ -55,6 +55,12 @@ typedef struct encoder {
   size_t errlen;
   int failed;
   int pickle; /* SL_CODEC_PICKLE: write pickle opcodes instead of JSON */
+  /* pickle: dict keys already written, by their (interned) Lua string, and their
+   * memo slot: a key repeated in every record is written once, then referred to,
+   * and Python shares one str object for it */
+  const char *memo_key[128];
+  int memo_idx[128];
+  int nmemo;
 } encoder;
 
 static int enc_fail(encoder *e, int depth, const char *fmt, const char *what) {
@@ -301,6 +307,35 @@ static int pk_number(sl_buf *b, double d) {
 
 static int enc_value(encoder *e, int idx, int depth, int as_list);
 
+/* A dict key in pickle: BINGET of its memo slot when written before, else the
+ * string and MEMOIZE. Lua interns strings, so the pointer identifies the key. */
+static int pk_key(encoder *e, const char *k, size_t klen) {
+  unsigned h = (unsigned)(((size_t)k >> 4) * 2654435761u) & 127;
+  int probes, rc;
+  for (probes = 0; probes < 128; probes++, h = (h + 1) & 127) {
+    if (e->memo_key[h] == k) {
+      int idx = e->memo_idx[h];
+      if (idx < 256) {
+        char op[2] = {'h', (char)idx}; /* BINGET */
+        return sl_buf_append(e->out, op, 2);
+      } else {
+        char op[5] = {'j'}; /* LONG_BINGET */
+        sl_put_u32le(op + 1, (uint32_t)idx);
+        return sl_buf_append(e->out, op, 5);
+      }
+    }
+    if (!e->memo_key[h]) break;
+  }
+  rc = pk_string(e->out, k, klen);
+  if (rc) return rc;
+  if (probes < 128 && !e->memo_key[h] && e->nmemo < 96) { /* keep the table sparse */
+    e->memo_key[h] = k;
+    e->memo_idx[h] = e->nmemo++;
+    return sl_buf_putc(e->out, (char)0x94); /* MEMOIZE */
+  }
+  return 0;
+}
+
 /* Classify a table: 1 = list of n elements, 0 = object, <0 = error (set). */
 static int table_kind(encoder *e, int idx, int depth, size_t *n_out) {
   lua_State *L = e->L;
@@ -362,7 +397,7 @@ static int has_mt_flag(encoder *e, int idx) {
 static int enc_record(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   size_t out_len = e->out->len, att_len = e->att->len, i = 0;
-  int natt = e->natt, rc;
+  int natt = e->natt, nmemo = e->nmemo, rc;
   if (!lua_checkstack(L, 4)) return enc_fail(e, depth, "%s", "Lua stack exhausted");
   if (e->pickle ? sl_buf_append(e->out, "}(", 2) : sl_buf_putc(e->out, '{')) return SL_ENOMEM;
   lua_pushnil(L);
@@ -374,11 +409,17 @@ static int enc_record(encoder *e, int idx, int depth) {
       e->out->len = out_len;
       e->att->len = att_len;
       e->natt = natt;
+      if (e->nmemo != nmemo) { /* forget keys whose MEMOIZE was just discarded */
+        int h;
+        for (h = 0; h < 128; h++)
+          if (e->memo_key[h] && e->memo_idx[h] >= nmemo) e->memo_key[h] = NULL;
+        e->nmemo = nmemo;
+      }
       return -2;
     }
     k = lua_tolstring(L, -2, &klen);
     if (i++ && !e->pickle && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
-    rc = e->pickle ? pk_string(e->out, k, klen)
+    rc = e->pickle ? pk_key(e, k, klen)
                    : sl_json_string(e->out, (const unsigned char *)k, klen);
     if (rc == 1) {
       lua_pop(L, 2);
@@ -486,7 +527,7 @@ static int enc_table(encoder *e, int idx, int depth, int as_list) {
     const char *k = lua_tolstring(L, -2, &klen); /* keys are strings: no conversion */
     int rc;
     if (i++ && !e->pickle && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
-    rc = e->pickle ? pk_string(e->out, k, klen)
+    rc = e->pickle ? pk_key(e, k, klen)
                    : sl_json_string(e->out, (const unsigned char *)k, klen);
     if (rc == 1) {
       lua_pop(L, 2);
@@ -547,6 +588,8 @@ static void enc_init(encoder *e, lua_State *L, sl_buf *json, sl_buf *att, char *
   e->errlen = errlen;
   e->failed = 0;
   e->pickle = 0;
+  e->nmemo = 0;
+  memset(e->memo_key, 0, sizeof e->memo_key);
   lua_pushlightuserdata(L, (void *)&sl_codec_array_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   e->array_mt = lua_gettop(L);

@@ -148,6 +148,28 @@ describe("slither.pool", function()
     assert.are.equal(-math.huge, nan[3])
   end)
 
+  it("round-trips records with repeated keys, many keys, and a refused mixed table", function()
+    local pool = H.pool{ size = 1 }
+    local recs = {}
+    for i = 1, 300 do recs[i] = { id = i, text = "t" .. i, nested = { id = -i } } end
+    local wide = {}
+    for k = 1, 200 do wide["k" .. k] = k end
+    recs[301] = wide
+    local r = assert(pool:call("sl_testmod", "echo", recs))
+    assert.are.equal(301, #r)
+    for i = 1, 300 do
+      assert.are.same({ id = i, text = "t" .. i, nested = { id = -i } }, r[i])
+    end
+    assert.are.same(wide, r[301])
+    -- a table whose keys turn out not to be all strings is refused whole, and the
+    -- keys written before that point leave nothing behind in the stream
+    local ok, msg = pcall(pool.call, pool, "sl_testmod", "echo",
+      { { a = 1, b = 2 }, { a = 3, [5] = 4 } })
+    assert.is_false(ok)
+    assert.truthy(tostring(msg):find("[2]", 1, true))
+    assert.are.same({ { a = 1 }, { b = 2 } }, pool:call("sl_testmod", "echo", { { a = 1 }, { b = 2 } }))
+  end)
+
   it("raises at once on payloads it cannot encode, naming the place", function()
     local pool = H.pool{ size = 1 }
     assert.has_error(function() pool:call("sl_testmod", "echo", { 1, { f = print } }) end,
