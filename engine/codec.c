@@ -1047,6 +1047,11 @@ static int pk_fail(pdec *d, const char *what, int op) {
 }
 
 static int need(pdec *d, size_t n) { return (size_t)(d->end - d->p) >= n; }
+/* hdr bytes of header, then n of body: written so that a huge n cannot wrap */
+static int need_body(pdec *d, size_t hdr, size_t n) {
+  size_t left = (size_t)(d->end - d->p);
+  return left >= hdr && n <= left - hdr;
+}
 
 static uint64_t le(const unsigned char *p, int n) {
   uint64_t v = 0;
@@ -1225,14 +1230,14 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
       case 0x8a: /* LONG1 */
         if (!need(&d, 1)) goto truncated;
         n = d.p[0];
-        if (!need(&d, 1 + n)) goto truncated;
+        if (!need_body(&d, 1, n)) goto truncated;
         pk_long(&d, d.p + 1, n);
         d.p += 1 + n;
         break;
       case 0x8b: /* LONG4 */
         if (!need(&d, 4)) goto truncated;
         n = (size_t)le(d.p, 4);
-        if (!need(&d, 4 + n)) goto truncated;
+        if (!need_body(&d, 4, n)) goto truncated;
         pk_long(&d, d.p + 4, n);
         d.p += 4 + n;
         break;
@@ -1250,21 +1255,21 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
       case 0x8c: case 'C': /* SHORT_BINUNICODE, SHORT_BINBYTES */
         if (!need(&d, 1)) goto truncated;
         n = d.p[0];
-        if (!need(&d, 1 + n)) goto truncated;
+        if (!need_body(&d, 1, n)) goto truncated;
         lua_pushlstring(L, (const char *)d.p + 1, n);
         d.p += 1 + n;
         break;
       case 'X': case 'B': /* BINUNICODE, BINBYTES */
         if (!need(&d, 4)) goto truncated;
         n = (size_t)le(d.p, 4);
-        if (!need(&d, 4 + n)) goto truncated;
+        if (!need_body(&d, 4, n)) goto truncated;
         lua_pushlstring(L, (const char *)d.p + 4, n);
         d.p += 4 + n;
         break;
       case 0x8d: case 0x8e: case 0x96: /* BINUNICODE8, BINBYTES8, BYTEARRAY8 */
         if (!need(&d, 8)) goto truncated;
         n = (size_t)le(d.p, 8);
-        if (!need(&d, 8 + n)) goto truncated;
+        if (!need_body(&d, 8, n)) goto truncated;
         lua_pushlstring(L, (const char *)d.p + 8, n);
         d.p += 8 + n;
         break;

@@ -381,6 +381,8 @@ static void start_cb(sl_pool *p, int status, const char *msg, void *ud) {
   }
 }
 
+static int safe_decode(lua_State *L, const char *data, size_t len, int pickle);
+
 static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
   lpool *lp = ud;
   lua_State *L = lp->core->cbL;
@@ -406,11 +408,8 @@ static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
     set_num(L, "queued_ms", ev->call->queued_ms);
     if (ev->status) set_str(L, "kind", sl_err_name(ev->status));
   }
-  if (ev->hello) {
-    char err[128];
-    if (sl_codec_decode(L, ev->hello, ev->hello_len, NULL, 0, err, sizeof err) == 0)
-      lua_setfield(L, -2, "hello");
-  }
+  if (ev->hello && safe_decode(L, ev->hello, ev->hello_len, 0) == 0)
+    lua_setfield(L, -2, "hello");
   cb_call(lp->core, 1);
 }
 
@@ -510,12 +509,14 @@ typedef struct lcall {
 
 static void push_call_error(lua_State *L, sl_call *c, int status, const char *pool) {
   char err[256];
+  int top = lua_gettop(L);
   if ((status == SL_EPYTHON || status == SL_EIMPORT || status == SL_EMISMATCH) &&
       c->res_meta_len &&
       sl_codec_decode(L, c->res_meta, c->res_meta_len, NULL, 0, err, sizeof err) == 0 &&
       lua_istable(L, -1)) {
     /* {kind, type, message, traceback, worker, pid} from the worker */
   } else {
+    lua_settop(L, top); /* drop a decoded meta that is not a table */
     lua_createtable(L, 0, 8);
     set_str(L, "kind", sl_err_name(status));
     set_str(L, "message", c->message[0] ? c->message : sl_strerror(status));
@@ -585,25 +586,59 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
   lua_pushnil(L);
 }
 
+typedef struct outcome_args {
+  lcall *lc;
+  sl_call *c;
+  int status;
+} outcome_args;
+
+/* Decoding a result builds Lua values, and a bad result (or no memory) can raise:
+ * it runs protected, leaving callback, outcome and info on cbL's stack. */
+static int outcome_p(lua_State *L) {
+  outcome_args *a = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  push_ref(L, a->lc->ref);
+  push_outcome(L, a->lc, a->c, a->status);
+  lua_createtable(L, 0, 6); /* info: where and how the call ran */
+  if (a->c->worker[0]) set_str(L, "worker", a->c->worker);
+  set_num(L, "bytes_out", (double)a->c->bytes_out);
+  set_num(L, "bytes_in", (double)(a->c->res_data_len + a->c->res_att_len));
+  set_num(L, "queued_ms", a->c->queued_ms);
+  set_num(L, "run_ms", a->c->run_ms);
+  return 4;
+}
+
 static void call_cb(sl_call *c, int status, void *ud) {
   lcall *lc = ud;
   lcore *core = lc->core;
   lua_State *L = core->cbL;
+  outcome_args a;
+  int top = lua_gettop(L);
   if (core->closed) { /* the Lua state is going away: nobody waits */
     free(lc);
     return;
   }
-  push_ref(L, lc->ref);
+  a.lc = lc;
+  a.c = c;
+  a.status = status;
+  lua_pushcfunction(L, outcome_p);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 4, 0)) {
+    /* the result could not be turned into Lua values: the caller gets an error */
+    char msg[300];
+    snprintf(msg, sizeof msg, "the result from %s cannot be read: %s", c->worker,
+             lua_tostring(L, -1));
+    lua_settop(L, top);
+    push_ref(L, lc->ref);
+    lua_pushnil(L);
+    lua_createtable(L, 0, 3);
+    set_str(L, "kind", "codec");
+    set_str(L, "message", msg);
+    if (c->worker[0]) set_str(L, "worker", c->worker);
+    lua_createtable(L, 0, 0);
+  }
   luaL_unref(L, LUA_REGISTRYINDEX, lc->ref);
-  push_outcome(L, lc, c, status);
   if (lc->items_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lc->items_ref);
-  /* info: where and how the call ran */
-  lua_createtable(L, 0, 6);
-  if (c->worker[0]) set_str(L, "worker", c->worker);
-  set_num(L, "bytes_out", (double)c->bytes_out);
-  set_num(L, "bytes_in", (double)(c->res_data_len + c->res_att_len));
-  set_num(L, "queued_ms", c->queued_ms);
-  set_num(L, "run_ms", c->run_ms);
   free(lc);
   cb_call(core, 3);
 }
@@ -650,15 +685,13 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   lua_pushvalue(L, arg0 + 4);
   lc->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   {
-    uint32_t id;
-    sl_call *c = sl_pool_call(lp->p, mod, fn, session, &data, &att,
-                              (fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0) |
-                                  (sticky ? SL_CALL_STICKY : 0),
-                              n, timeout, avoid, call_cb, lc);
+    uint32_t id = sl_pool_call(lp->p, mod, fn, session, &data, &att,
+                               (fmt == SL_CODEC_PICKLE ? SL_FRAME_FLAG_PICKLE : 0) |
+                                   (sticky ? SL_CALL_STICKY : 0),
+                               n, timeout, avoid, call_cb, lc);
     sl_buf_free(&data);
     sl_buf_free(&att);
-    if (!c) return 0; /* finished already: its callback ran */
-    id = c->id;       /* c may be freed by now if it completed; only its id is kept */
+    if (!id) return 0; /* finished already: its callback ran */
     lua_pushnumber(L, id);
     return 1;
   }
@@ -690,6 +723,44 @@ static int l_pool_call_items(lua_State *L) {
   return submit(L, lp, 4, first, last, 7);
 }
 
+typedef struct decode_args {
+  const char *data;
+  size_t len;
+  int pickle;
+  char err[256];
+  int rc;
+} decode_args;
+
+static int decode_p(lua_State *L) {
+  decode_args *a = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  a->rc = a->pickle ? sl_codec_decode_pickle(L, a->data, a->len, 0, a->err, sizeof a->err)
+                    : sl_codec_decode(L, a->data, a->len, NULL, 0, a->err, sizeof a->err);
+  if (a->rc) lua_pushnil(L);
+  return 1;
+}
+
+/* Decode bytes a worker sent into one Lua value on L, protected: a Lua error
+ * (a string too long for Lua, no memory) becomes a failed decode, never a panic. */
+static int safe_decode(lua_State *L, const char *data, size_t len, int pickle) {
+  decode_args a;
+  a.data = data;
+  a.len = len;
+  a.pickle = pickle;
+  a.rc = 0;
+  lua_pushcfunction(L, decode_p);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 1, 0)) {
+    lua_pop(L, 1);
+    return SL_ECODEC;
+  }
+  if (a.rc) {
+    lua_pop(L, 1);
+    return a.rc;
+  }
+  return 0;
+}
+
 /* A view request from a worker: fn(worker_id, req_id, view, session, args, worker)
  * runs on the loop; it answers later with pool:view_reply. */
 static void view_cb(sl_pool *p, int worker_id, const char *worker, uint32_t req_id,
@@ -709,8 +780,8 @@ static void view_cb(sl_pool *p, int worker_id, const char *worker, uint32_t req_
   lua_pushstring(L, view);
   if (session) lua_pushstring(L, session);
   else lua_pushnil(L);
-  rc = (flags & SL_FRAME_FLAG_PICKLE) ? sl_codec_decode_pickle(L, data, len, 0, err, sizeof err)
-                                      : sl_codec_decode(L, data, len, NULL, 0, err, sizeof err);
+  (void)err;
+  rc = safe_decode(L, data, len, (flags & SL_FRAME_FLAG_PICKLE) != 0);
   if (rc) {
     lua_pop(L, 5);
     sl_pool_view_reply(p, worker_id, req_id, "the view's arguments could not be decoded",

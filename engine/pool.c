@@ -60,6 +60,7 @@ struct sl_worker {
   char reason[256];
   int fail_status;
   int retiring;
+  int shutdown_sent;
   int hello_seen;
   sl_worker *next;
 };
@@ -625,16 +626,21 @@ static sl_worker *least_loaded(sl_pool *p, const char *avoid) {
 
 static int bind_strict(sl_pool *p, sl_call *c);
 
+/* Send queued calls to workers with room. Sending and failing calls can run Lua
+ * (telemetry, callbacks) that changes the queue or stops the pool, so after each
+ * one the walk starts again from the head instead of trusting a saved cursor. */
 static void pump(sl_pool *p) {
-  sl_call *c, *next;
-  int any_free = 0;
+  sl_call *c;
   sl_worker *w;
+again:
   if (p->state != P_RUNNING) return;
-  for (w = p->workers; w; w = w->next)
-    if (w->state == W_READY && w->busy < p->o.threads) any_free = 1;
-  if (!any_free) return;
-  for (c = p->qhead; c; c = next) {
-    next = c->next;
+  {
+    int any_free = 0;
+    for (w = p->workers; w; w = w->next)
+      if (w->state == W_READY && w->busy < p->o.threads) any_free = 1;
+    if (!any_free) return;
+  }
+  for (c = p->qhead; c; c = c->next) {
     if (c->strict_worker >= 0) {
       w = worker_by_id(p, c->strict_worker);
       if ((!w || w->state == W_CLOSING || w->state == W_DRAINING) && c->sticky) {
@@ -646,14 +652,14 @@ static void pump(sl_pool *p) {
         if (!w || w->state != W_READY || w->busy >= p->o.threads) continue;
         q_remove(p, c);
         send_call(w, c);
-        continue;
+        goto again;
       }
       if (!w || w->state == W_CLOSING || w->state == W_DRAINING) {
         q_remove(p, c);
         fail_call(c, SL_ESESSIONLOST,
                   "session '%s' was held by a worker that is gone; its state is lost",
                   c->session);
-        continue;
+        goto again;
       }
       if (w->state != W_READY || w->busy >= p->o.threads) continue;
     } else {
@@ -671,6 +677,7 @@ static void pump(sl_pool *p) {
     }
     q_remove(p, c);
     send_call(w, c);
+    goto again;
   }
 }
 
@@ -713,12 +720,13 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   return 0;
 }
 
-sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
+uint32_t sl_pool_call(sl_pool *p, const char *module, const char *function,
                       const char *session, sl_buf *data, sl_buf *att, int data_flags,
                       size_t nitems, int timeout_ms, const char *avoid, sl_call_cb cb,
                       void *ud) {
   sl_call *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  uint32_t id;
+  if (!c) return 0;
   c->sticky = (data_flags & SL_CALL_STICKY) != 0;
   c->data_flags = data_flags & 0xff;
   if (avoid) snprintf(c->avoid, sizeof c->avoid, "%s", avoid);
@@ -754,7 +762,7 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
     sl_buf_append(&c->meta, ",\"s\":", 5);
     if (sl_json_string(&c->meta, (const unsigned char *)session, strlen(session)) == 1) {
       fail_call(c, SL_EINVAL, "%s", "session id is not valid UTF-8");
-      return NULL;
+      return 0;
     }
   }
   sl_buf_putc(&c->meta, '}');
@@ -762,20 +770,28 @@ sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
     fail_call(c, SL_EFAILED,
               "pool '%s' has failed: its workers keep crashing at start-up (see the log)",
               p->name);
-    return NULL;
+    return 0;
   }
   if (p->state != P_RUNNING && p->state != P_STARTING) {
     fail_call(c, SL_ESTOPPED, "pool '%s' is stopped", p->name);
-    return NULL;
+    return 0;
   }
   if (session && (p->o.affinity == SL_AFFINITY_STRICT || c->sticky) && bind_strict(p, c)) {
     fail_call(c, SL_ESESSIONLOST,
               "session '%s' was held by a worker that is gone; its state is lost", session);
-    return NULL;
+    return 0;
   }
+  if (SL_FRAME_PREFIX + 4 + c->meta.len + c->data.len + c->att.len > p->o.max_frame_bytes) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%lu bytes, more than the pool's max_frame_mb allows",
+             (unsigned long)(c->meta.len + c->data.len + c->att.len));
+    fail_call(c, SL_ETOOBIG, "the batch encodes to %s", msg);
+    return 0;
+  }
+  id = c->id;
   q_push(p, c);
-  pump(p);
-  return c;
+  pump(p); /* may finish and free c: only its id leaves this function */
+  return id;
 }
 
 int sl_pool_cancel(sl_pool *p, uint32_t call_id) {
@@ -984,7 +1000,7 @@ static void process_frames(sl_worker *w) {
       snprintf(reason, sizeof reason, "bad frame: %s", w->dec.err);
       sl_log(w->pool->e, SL_LOG_WARN, "worker %s sent a bad frame (%s); replacing it", w->name,
              w->dec.err);
-      worker_kill(w, SL_ECRASHED, reason);
+      worker_kill(w, SL_EPROTO, reason); /* not a crash to retry: the worker misbehaved */
       return;
     }
     on_frame(w, &f);
@@ -1007,7 +1023,11 @@ static void chan_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     process_frames(w);
   } else if (n < 0) {
     uv_read_stop(s);
-    /* The process exit (exit_cb) decides what happened; nothing more to read. */
+    /* End of file while the worker was not leaving (it closed its frame pipe), or
+     * no memory for a frame it announced: either way it is of no more use. */
+    if (!w->retiring && w->state != W_CLOSING && !w->exited)
+      worker_kill(w, n == UV_ENOBUFS ? SL_ENOMEM : SL_ECRASHED,
+                  n == UV_ENOBUFS ? "no memory for the frame it sent" : "its frame pipe closed");
   }
 }
 
@@ -1195,7 +1215,8 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 
 static void worker_retire(sl_worker *w) {
   uv_shutdown_t *req;
-  if (w->state == W_CLOSING || w->exited) return;
+  if (w->state == W_CLOSING || w->exited || w->shutdown_sent) return;
+  w->shutdown_sent = 1;
   w->state = W_DRAINING;
   w->retiring = 1;
   req = malloc(sizeof *req);
@@ -1295,16 +1316,27 @@ static void worker_gone(sl_worker *w) {
     else
       snprintf(c->message, sizeof c->message, "worker %s died during the call (%s)", w->name,
                w->reason);
-    finish_call(c, status == SL_ESTOPPED ? SL_ESTOPPED : SL_ECRASHED);
+    finish_call(c, status == SL_ESTOPPED || status == SL_EPROTO ? status : SL_ECRASHED);
   }
-  /* Strict sessions waiting for this worker are lost; sticky ones move on. */
-  for (c = p->qhead; c; c = next) {
-    next = c->next;
-    if (c->strict_worker == w->id && c->sticky) {
-      c->strict_worker = -1;
-      sl_smap_del(&p->sessions, c->session);
-    } else if (c->strict_worker == w->id) {
-      q_remove(p, c);
+  /* Strict sessions waiting for this worker are lost; sticky ones move on. The
+   * lost calls are taken out first and failed after: failing runs Lua, which may
+   * change the queue. */
+  {
+    sl_call *lost = NULL;
+    for (c = p->qhead; c; c = next) {
+      next = c->next;
+      if (c->strict_worker == w->id && c->sticky) {
+        c->strict_worker = -1;
+        sl_smap_del(&p->sessions, c->session);
+      } else if (c->strict_worker == w->id) {
+        q_remove(p, c);
+        c->next = lost;
+        lost = c;
+      }
+    }
+    while ((c = lost)) {
+      lost = c->next;
+      c->next = NULL;
       fail_call(c, SL_ESESSIONLOST,
                 "session '%s' was held by a worker that died; its state is lost", c->session);
     }

@@ -139,8 +139,9 @@ sl_pool *sl_pool_next(const sl_pool *p);
  * waits for its worker as under strict affinity, but moves to another worker
  * instead of failing when its worker is gone (dispatch's key groups).
  * The callback always runs, possibly before this returns (pool stopped or failed).
+ * Returns the call's id (for sl_pool_cancel), or 0 when it finished at once.
  * avoid: a worker name the call should not run on while another worker lives. */
-sl_call *sl_pool_call(sl_pool *p, const char *module, const char *function,
+uint32_t sl_pool_call(sl_pool *p, const char *module, const char *function,
                       const char *session, sl_buf *data, sl_buf *att, int data_flags,
                       size_t nitems, int timeout_ms, const char *avoid, sl_call_cb cb,
                       void *ud);

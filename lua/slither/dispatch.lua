@@ -715,7 +715,7 @@ function M.stream(source, opts)
   local q, head, tail = {}, 1, 0
   run.out = function(it) tail = tail + 1; q[tail] = it end
   run.queued = function() return tail - head + 1 end
-  local s = setmetatable({ run = run }, Stream)
+  local s = setmetatable({ run = run, queued = run.queued }, Stream)
   -- Run until something is queued; nil at the end, AGAIN when the input says so.
   local function advance()
     while head > tail do
@@ -780,10 +780,12 @@ function Stream:report()
 end
 
 -- Launch what the window allows without waiting for anything (pipes call it on
--- the stage upstream of one that is about to wait).
+-- the stage upstream of one that is about to wait). Results not yet pulled count
+-- against the window: while any wait, nothing new is launched, so a fast stage
+-- cannot run ahead of a slow one by more than its own in-flight limit.
 function Stream:prefetch()
   local run = self.run
-  if not run.halted and not run.closed and not run.exhausted then
+  if self.queued() == 0 and not run.halted and not run.closed and not run.exhausted then
     run.starved = false
     run:fill()
   end

@@ -5,7 +5,8 @@
 --   return { name = "text_analysis", description = "...", needs = { "sklearn" },
 --            run = function(opts) ... end }
 --
--- run(opts) gets { scale = "small"|"full", workers = N, pypath = dir, out = print-like,
+-- run(opts) gets { scale = "small"|"full", workers = N, pypath = dir, python = the
+-- interpreter that has the example's packages (nil: the default), out = print-like,
 -- check = function(label, expected, observed [, tolerance | predicate]),
 -- timing = function(label, ms), throughput = function(label, count, ms, unit),
 -- progress = function(label, unit) -> { done = function() } }. Every claim an
@@ -52,7 +53,10 @@ options:
 Every claim an example makes is checked and printed as
   <label>: expected=... observed=... [OK|MISMATCH]
 Exit status: 0 when every check holds, 1 on a MISMATCH or a failed example,
-2 on a usage error. Workers run on SLITHER_PYTHON (default python3).
+2 on a usage error. Workers run on SLITHER_PYTHON (default python3); an example
+that needs packages (sklearn, PIL) runs on the first of SLITHER_PYTHON, python3
+and /usr/bin/python3 that imports them, and is skipped, with the apt-get line,
+when none does.
 ]]
 
 -- ---- small helpers ------------------------------------------------------------
@@ -185,11 +189,23 @@ function Rng:shuffle(list)
   return list
 end
 
+-- A normal draw (Box-Muller, two uniform draws per call), as the pure-Python
+-- baselines' Rng.gauss draws it.
+function Rng:gauss(mu, sigma)
+  local u1 = math.max(self:float(), 1e-12)
+  local u2 = self:float()
+  return mu + sigma * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+end
+
 -- The worker pool an example uses: opts.workers processes with the example
--- modules on the path.
-function M.start_pool(opts, name)
-  local pool, err = slither.pool.start{ name = name or "examples", size = opts.workers,
-                                        path = { opts.pypath }, startup_timeout_ms = 30000 }
+-- modules on the path, on opts.python (the interpreter found to have the
+-- example's packages) when there is one. extra: more pool options (size,
+-- affinity...), which win.
+function M.start_pool(opts, name, extra)
+  local po = { name = name or "examples", size = opts.workers, path = { opts.pypath },
+               startup_timeout_ms = 30000, python = opts.python }
+  for k, v in pairs(extra or {}) do po[k] = v end
+  local pool, err = slither.pool.start(po)
   if not pool then M.fail("cannot start the worker pool: " .. tostring(err and err.message)) end
   return pool
 end
@@ -315,8 +331,6 @@ local function python_line(h)
     tostring(h.implementation), gil_text(h))
 end
 
--- Run ex with cfg = { scale, workers, pypath, no_baseline, progress }. Returns
--- ok (no mismatch, no error) and the counts.
 -- The pure-Python way of doing the same work (pyworkers/examples/
 -- pure_python_baselines.py): an unsafe threaded version and a safe one, run on a
 -- free-threaded CPython when one is at hand, so the races can really happen.
@@ -338,6 +352,21 @@ function M.baseline(ex, cfg, out)
     return
   end
   local py, why = M.baseline_python()
+  if cfg.python and why ~= "SLITHER_BASELINE_PYTHON" then
+    -- An example that needs packages: the baseline runs where they import, the
+    -- free-threaded build when it has them, else the example's interpreter.
+    local imports = {}
+    for _, n in ipairs(ex.needs) do imports[#imports + 1] = "import " .. n end
+    local ok = why ~= "no free-threaded build found" and
+      os.execute(string.format("%q -c %q >/dev/null 2>&1", py, table.concat(imports, "; ")))
+    if ok ~= true and ok ~= 0 then
+      if why ~= "no free-threaded build found" then
+        why = string.format("the free-threaded build lacks %s; the example's interpreter",
+          table.concat(ex.needs, ", "))
+      end
+      py = cfg.python
+    end
+  end
   local cmd = string.format("%q %q %s --mode both --scale %s --threads %d 2>&1", py, script,
     ex.name, cfg.scale, math.max(2, (cfg.workers or 2) * 2))
   out(string.format("--- pure-Python baseline (%s; %s) ---", py, why))
@@ -355,6 +384,8 @@ function M.baseline(ex, cfg, out)
   if not ok and code ~= 0 then out("  baseline: exited with " .. tostring(code)) end
 end
 
+-- Run ex with cfg = { scale, workers, pypath, no_baseline, progress, python,
+-- python_note }. Returns ok (no mismatch, no error) and the counts.
 local function run_one(ex, cfg)
   local out = print
   local res = { ok = 0, mismatch = 0, mismatches = {} }
@@ -375,10 +406,12 @@ local function run_one(ex, cfg)
   for _, p in ipairs(slither.pool.all()) do pools_before[p] = true end
   for _, s in ipairs(slither.store.all()) do stores_before[s] = true end
 
+  if cfg.python_note then out("  interpreter: " .. cfg.python_note) end
   local opts = {
     scale = cfg.scale,
     workers = cfg.workers,
     pypath = cfg.pypath,
+    python = cfg.python,
     out = out,
     progress = cfg.progress,
   }
@@ -435,17 +468,32 @@ local function run_one(ex, cfg)
   return res
 end
 
--- Which of names import in the configured interpreter: name -> version | false,
--- and the probe worker's hello. A 1-worker pool asks the real interpreter.
-local DEBIAN_SEEN = {} -- key in probe's answer: whether Debian's packages import
+-- ---- which interpreter ------------------------------------------------------------
 
-local function probe(names, pypath)
+-- Debian's python3-* packages install for /usr/bin/python3 only, which is not
+-- always the first python3 on PATH (a pyenv or a venv may come first). An example
+-- that needs packages runs on the first of these interpreters that imports them
+-- all; an example that needs none runs on the default one (the first).
+function M.python_candidates()
+  local list, seen = {}, {}
+  for _, p in ipairs({ os.getenv("SLITHER_PYTHON") or "", "python3", "/usr/bin/python3" }) do
+    if p ~= "" and not seen[p] then
+      seen[p] = true
+      list[#list + 1] = p
+    end
+  end
+  return list
+end
+
+-- Which of names import in interpreter python: name -> version | false, and the
+-- probe worker's hello. A 1-worker pool asks the real interpreter.
+local function probe(names, pypath, python)
   local hello
   local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
     if md.pool == "examples-probe" then hello = md.hello end
   end)
   local pool, err = slither.pool.start{ name = "examples-probe", size = 1, path = { pypath },
-                                        startup_timeout_ms = 30000 }
+                                        startup_timeout_ms = 30000, python = python }
   slither.telemetry.detach(id)
   if not pool then return nil, err end
   local found = {}
@@ -456,41 +504,115 @@ local function probe(names, pypath)
       return nil, cerr
     end
     for i, n in ipairs(names) do found[n] = type(vers[i]) == "string" and vers[i] or false end
-    local sees = pool:call("doctor_probe", "sees_debian_packages", { 0 })
-    found[DEBIAN_SEEN] = sees and sees[1] == true
   end
   pool:stop()
   return found, hello or {}
 end
 
--- Debian's python3-* packages install for /usr/bin/python3 only.
-local function debian_note(found, hello)
-  if found[DEBIAN_SEEN] ~= false then return nil end
-  return "Debian's packages install for /usr/bin/python3; this interpreter (" ..
-    tostring(hello and hello.executable) .. ") does not see them: install with its own " ..
-    "pip, or run with SLITHER_PYTHON=/usr/bin/python3"
+-- The interpreter search over M.python_candidates(), for the packages `names`:
+-- each candidate is probed once, and only when an earlier one lacks something.
+-- An entry is { python =, index =, found = name -> version | false, hello = } or,
+-- for an interpreter that did not start, { python =, index =, err = }.
+local function interpreter_search(names, pypath)
+  local S = { tried = {} }
+  local cands = M.python_candidates()
+  local function at(i)
+    local t = S.tried[i]
+    if not t then
+      local f, h = probe(names, pypath, cands[i])
+      t = { python = cands[i], index = i }
+      if f then t.found, t.hello = f, h else t.err = h end
+      S.tried[i] = t
+    end
+    return t
+  end
+  S.at = at
+  S.count = #cands
+  -- The first candidate that imports every one of needs, or nil.
+  function S.pick(needs)
+    for i = 1, #cands do
+      local t = at(i)
+      local all = t.found ~= nil
+      for _, n in ipairs(needs) do
+        if all and not t.found[n] then all = false end
+      end
+      if all then return t end
+    end
+    return nil
+  end
+  -- Every candidate probed so far, in order.
+  function S.probed()
+    local l = {}
+    for i = 1, #cands do if S.tried[i] then l[#l + 1] = S.tried[i] end end
+    return l
+  end
+  return S
 end
 
-local function needs_text(ex, found)
-  if #ex.needs == 0 then return "standard library only" end
+local function exe_of(t)
+  local e = t.hello and t.hello.executable
+  if type(e) == "string" and e ~= "" and e ~= t.python then return t.python .. " = " .. e end
+  return t.python
+end
+
+-- What the candidates probed so far say about needs: "python3 (= /x/python3,
+-- Python 3.11.7): sklearn missing; /usr/bin/python3 (...): sklearn 1.2.1".
+local function looked_in(S, needs)
   local parts = {}
-  for _, n in ipairs(ex.needs) do
-    local v = found and found[n]
-    if v then
-      parts[#parts + 1] = n .. " " .. v
-    elseif found then
-      parts[#parts + 1] = n .. " (missing: apt-get install -y " .. (DEBIAN[n] or ("python3-" .. n:lower())) .. ")"
+  for _, t in ipairs(S.probed()) do
+    if t.err then
+      parts[#parts + 1] = t.python .. ": cannot start (" .. tostring(t.err.message or t.err) .. ")"
     else
-      parts[#parts + 1] = n
+      local what = {}
+      for _, n in ipairs(needs) do
+        what[#what + 1] = t.found[n] and (n .. " " .. t.found[n]) or (n .. " missing")
+      end
+      parts[#parts + 1] = string.format("%s (Python %s): %s", exe_of(t),
+        tostring(t.hello.python), table.concat(what, ", "))
     end
   end
-  return table.concat(parts, ", ")
+  return table.concat(parts, "; ")
 end
 
-local function missing_of(ex, found)
+-- Why an example runs on the interpreter it runs on.
+local function interpreter_note(S, t, needs)
+  local have = {}
+  for _, n in ipairs(needs) do have[#have + 1] = n .. " " .. t.found[n] end
+  local text = string.format("%s (has %s", exe_of(t), table.concat(have, ", "))
+  if t.index > 1 then
+    local before = {}
+    for i = 1, t.index - 1 do
+      local o = S.tried[i]
+      local lacks = {}
+      if o.err then
+        lacks[1] = "does not start"
+      else
+        for _, n in ipairs(needs) do if not o.found[n] then lacks[#lacks + 1] = n end end
+        lacks = { "lacks " .. table.concat(lacks, ", ") }
+      end
+      before[#before + 1] = o.python .. " " .. lacks[1]
+    end
+    text = text .. "; " .. table.concat(before, "; ")
+  end
+  return text .. ")"
+end
+
+-- The needs no probed interpreter has (or, when each is somewhere but no one
+-- interpreter has them all, those the default lacks).
+local function missing_of(ex, S)
   local miss = {}
   for _, n in ipairs(ex.needs) do
-    if not (found and found[n]) then miss[#miss + 1] = n end
+    local anywhere = false
+    for _, t in ipairs(S.probed()) do
+      if t.found and t.found[n] then anywhere = true end
+    end
+    if not anywhere then miss[#miss + 1] = n end
+  end
+  if #miss == 0 then
+    local d = S.tried[1]
+    for _, n in ipairs(ex.needs) do
+      if not (d and d.found and d.found[n]) then miss[#miss + 1] = n end
+    end
   end
   return miss
 end
@@ -499,6 +621,42 @@ local function apt_line(miss)
   local debs = {}
   for _, n in ipairs(miss) do debs[#debs + 1] = DEBIAN[n] or ("python3-" .. n:lower()) end
   return "apt-get install -y " .. table.concat(debs, " ")
+end
+
+-- What an example needs, as the list shows it: versions (and the interpreter,
+-- when it is not the default), or what is missing with its apt-get line.
+local function needs_text(ex, S)
+  if #ex.needs == 0 then return "standard library only" end
+  if not S then return table.concat(ex.needs, ", ") end
+  local t = S.pick(ex.needs)
+  if t then
+    local parts = {}
+    for _, n in ipairs(ex.needs) do parts[#parts + 1] = n .. " " .. t.found[n] end
+    local text = table.concat(parts, ", ")
+    if t.index > 1 then text = text .. " (on " .. t.python .. ")" end
+    return text
+  end
+  local miss = missing_of(ex, S)
+  local parts = {}
+  for _, n in ipairs(ex.needs) do
+    local gone = false
+    for _, m in ipairs(miss) do if m == n then gone = true end end
+    parts[#parts + 1] = gone and (n .. " (missing: " .. apt_line({ n }) .. ")") or n
+  end
+  return table.concat(parts, ", ")
+end
+
+-- The interpreter for ex: cfg fields python and python_note, or nil and the
+-- lines that say why it is skipped.
+local function choose_python(ex, S)
+  if #ex.needs == 0 then return {} end
+  local t = S.pick(ex.needs)
+  if t then return { python = t.python, python_note = interpreter_note(S, t, ex.needs) } end
+  local miss = missing_of(ex, S)
+  return nil, {
+    string.format("skipped: needs %s (%s)", table.concat(miss, ", "), apt_line(miss)),
+    "looked in: " .. looked_in(S, ex.needs),
+  }, miss
 end
 
 -- ---- arguments ------------------------------------------------------------------
@@ -577,35 +735,35 @@ end
 
 -- ---- the command ----------------------------------------------------------------
 
-local function list_examples(list, pypath)
-  local names = {}
-  local seen = {}
+local function needed_names(list)
+  local names, seen = {}, {}
   for _, ex in ipairs(list) do
     for _, n in ipairs(ex.needs) do
       if not seen[n] then seen[n] = true; names[#names + 1] = n end
     end
   end
-  local found, hello = probe(names, pypath)
+  return names
+end
+
+local function list_examples(list, pypath)
+  local S = interpreter_search(needed_names(list), pypath)
+  local default = S.at(1)
   print("Slither examples:")
   print("")
   for _, ex in ipairs(list) do
     print(string.format("  %-15s %s", ex.name, ex.description))
-    print(string.format("  %-15s needs: %s", "", needs_text(ex, found)))
+    print(string.format("  %-15s needs: %s", "", needs_text(ex, default.found and S)))
   end
   print("")
-  local note = found and debian_note(found, hello)
-  local anything_missing = false
-  for _, ex in ipairs(list) do
-    if #missing_of(ex, found) > 0 then anything_missing = true end
-  end
-  if note and anything_missing then
-    print("note: " .. note)
-    print("")
-  end
-  if found then
-    print("python: " .. python_line(hello))
+  if default.found then
+    print("python: " .. python_line(default.hello))
   else
-    print("python: cannot start a worker: " .. tostring(hello and hello.message or hello))
+    print("python: cannot start a worker: " .. tostring(default.err and default.err.message
+      or default.err))
+  end
+  if S.count > 1 then
+    print("(an example that needs packages runs on the first of " ..
+      table.concat(M.python_candidates(), ", ") .. " that has them)")
   end
   print("")
   print("run one: slither example NAME [--scale small|full] [--workers N] [--no-baseline]")
@@ -652,35 +810,38 @@ function M.main(args)
   local cfg = { scale = o.scale, workers = o.workers or default_workers(), pypath = pypath,
                 no_baseline = o.no_baseline, progress = progress_factory(stdout_is_tty()) }
 
-  -- Which packages the selected examples need, asked of the real interpreter.
-  local need_names, seen = {}, {}
-  for _, ex in ipairs(selected) do
-    for _, n in ipairs(ex.needs) do
-      if not seen[n] then seen[n] = true; need_names[#need_names + 1] = n end
-    end
-  end
-  local found, probe_hello = {}, nil
+  -- Which interpreter has the packages each selected example needs, asked of
+  -- the real interpreters (the default first).
+  local need_names = needed_names(selected)
+  local S
   if #need_names > 0 then
-    local f, herr = probe(need_names, pypath)
-    if not f then
-      print("cannot start a Python worker to check packages: " .. tostring(herr and herr.message))
+    S = interpreter_search(need_names, pypath)
+    local any = false
+    for i = 1, S.count do
+      if not any and S.at(i).found then any = true end
+    end
+    if not any then
+      print("cannot start a Python worker to check packages: " ..
+        tostring(S.at(1).err and S.at(1).err.message))
       return 1
     end
-    found, probe_hello = f, herr
   end
 
   local t0 = slither.now()
   local ran, passed, skipped = 0, 0, {}
   local failed_names = {}
   for _, ex in ipairs(selected) do
-    local miss = missing_of(ex, found)
-    if #miss > 0 then
+    local py, why, miss = choose_python(ex, S)
+    if not py then
       skipped[#skipped + 1] = { ex = ex, miss = miss }
       print("")
       print(string.format("=== %s: %s ===", ex.name, ex.description))
-      print(string.format("  skipped: needs %s (%s)", table.concat(miss, ", "), apt_line(miss)))
+      for _, l in ipairs(why) do print("  " .. l) end
     else
-      local r = run_one(ex, cfg)
+      local c = {}
+      for k, v in pairs(cfg) do c[k] = v end
+      c.python, c.python_note = py.python, py.python_note
+      local r = run_one(ex, c)
       ran = ran + 1
       if r.passed then passed = passed + 1 else failed_names[#failed_names + 1] = ex.name end
     end
@@ -692,8 +853,6 @@ function M.main(args)
   for _, s in ipairs(skipped) do
     print(string.format("  skipped %s: %s", s.ex.name, apt_line(s.miss)))
   end
-  local note = #skipped > 0 and debian_note(found, probe_hello)
-  if note then print("  note: " .. note) end
   if #failed_names > 0 then return 1 end
   -- an example named on the command line that cannot run is a failure
   if not o.all and #skipped > 0 then return 1 end
@@ -724,10 +883,18 @@ function M.run_script(ex, args)
     for _, a in ipairs(list) do if a:match("^%-%-scale") then scale = o.scale end end
     local here = arg and arg[0] and arg[0]:match("(.*)/[^/]*$")
     local pypath = python_dir(here)
-    local r = run_one(ex, { scale = scale, workers = o.workers or default_workers(),
-                            pypath = pypath, no_baseline = o.no_baseline,
-                            progress = progress_factory(stdout_is_tty()) })
-    rc = r.passed and 0 or 1
+    local py, why = choose_python(ex, #ex.needs > 0 and interpreter_search(ex.needs, pypath))
+    if not py then
+      print(string.format("=== %s: %s ===", ex.name, ex.description))
+      for _, l in ipairs(why) do print("  " .. l) end
+      rc = 1
+    else
+      local r = run_one(ex, { scale = scale, workers = o.workers or default_workers(),
+                              pypath = pypath, no_baseline = o.no_baseline,
+                              python = py.python, python_note = py.python_note,
+                              progress = progress_factory(stdout_is_tty()) })
+      rc = r.passed and 0 or 1
+    end
   end
   if rc ~= 0 then
     io.stdout:flush()

@@ -32,6 +32,49 @@ local function check_lines(lines)
   return n, bad
 end
 
+-- The first interpreter of the examples' search that imports every module, asked
+-- directly (not through the harness), or nil.
+local function importable(modules)
+  for _, py in ipairs(examples.python_candidates()) do
+    local rc = os.execute(string.format("%q -c %q >/dev/null 2>&1", py,
+      "import " .. table.concat(modules, ", ")))
+    if rc == 0 or rc == true then return py end
+  end
+  return nil
+end
+
+local function has_line(lines, text)
+  for _, l in ipairs(lines) do
+    if l:find(text, 1, true) then return true end
+  end
+  return false
+end
+
+-- An interpreter (the default one) in which sklearn and PIL do not import: a
+-- wrapper that puts modules raising ImportError first on the path.
+local function interpreter_without_packages()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir .. "/hide/sklearn " .. dir .. "/hide/PIL") == 0)
+  for _, m in ipairs({ "sklearn", "PIL" }) do
+    local f = assert(io.open(dir .. "/hide/" .. m .. "/__init__.py", "w"))
+    f:write("raise ImportError('hidden by examples_spec')\n")
+    f:close()
+  end
+  local py = dir .. "/python"
+  local f = assert(io.open(py, "w"))
+  f:write("#!/bin/sh\nPYTHONPATH=\"" .. dir .. "/hide${PYTHONPATH:+:$PYTHONPATH}\" exec " ..
+    (os.getenv("SLITHER_PYTHON") or "python3") .. " \"$@\"\n")
+  f:close()
+  assert(os.execute("chmod +x " .. py) == 0)
+  return py, dir
+end
+
+local NEEDS = {
+  { name = "ml_scoring", modules = { "sklearn" }, import = "sklearn", deb = "python3-sklearn" },
+  { name = "image_pipeline", modules = { "PIL" }, import = "PIL", deb = "python3-pil" },
+}
+
 describe("slither example", function()
   after_each(function() H.assert_clean() end)
 
@@ -55,6 +98,74 @@ describe("slither example", function()
     end)
   end
 
+  for _, ex in ipairs(NEEDS) do
+    it("runs " .. ex.name .. " at small scale where its packages import, else skips it",
+      function()
+        local py = importable(ex.modules)
+        local rc, lines = capture(function()
+          return examples.main({ ex.name, "--scale", "small", "--no-baseline", "--workers", "2" })
+        end)
+        local n, bad = check_lines(lines)
+        if py then
+          assert.are.same({}, bad)
+          assert.is_true(n >= 10, ex.name .. " printed only " .. n .. " checks")
+          assert.are.equal(0, rc, table.concat(lines, "\n"))
+          -- the interpreter the search chose, and why
+          local note
+          for _, l in ipairs(lines) do note = note or l:match("^  interpreter: (.*)$") end
+          assert.is_truthy(note, table.concat(lines, "\n"))
+          assert.is_truthy(note:find(ex.import, 1, true))
+          assert.is_truthy(has_line(lines, "1 run, 1 passed, 0 failed, 0 skipped"))
+        else
+          -- never reported as passed: skipped, with what is missing and the apt line
+          assert.are.equal(0, n)
+          assert.are.equal(1, rc)
+          assert.is_true(has_line(lines, "skipped: needs " .. ex.import .. " (apt-get install -y " ..
+            ex.deb .. ")"), table.concat(lines, "\n"))
+          assert.is_true(has_line(lines, "0 run, 0 passed, 0 failed, 1 skipped"))
+        end
+        assert.are.equal(0, #slither.pool.all())
+        assert.are.equal(0, #slither.store.all())
+      end)
+  end
+
+  it("skips the examples no interpreter has the packages for, naming them", function()
+    local py, dir = interpreter_without_packages()
+    local real = examples.python_candidates
+    examples.python_candidates = function() return { py } end
+    local ok, err = pcall(function()
+      local rc, lines = capture(function()
+        return examples.main({ "--all", "--scale", "small", "--no-baseline", "--workers", "2" })
+      end)
+      local text = table.concat(lines, "\n")
+      local _, bad = check_lines(lines)
+      assert.are.same({}, bad)
+      assert.are.equal(0, rc, text) -- under --all a skipped example is not a failure
+      assert.is_true(has_line(lines, "3 run, 3 passed, 0 failed, 2 skipped"), text)
+      for _, ex in ipairs(NEEDS) do
+        assert.is_true(has_line(lines, "skipped: needs " .. ex.import .. " (apt-get install -y " ..
+          ex.deb .. ")"), text)
+        assert.is_true(has_line(lines, "skipped " .. ex.name .. ": apt-get install -y " .. ex.deb),
+          text)
+        for _, l in ipairs(lines) do -- not run: no header with a scale
+          assert.is_nil(l:match("^=== " .. ex.name .. ": .*%(scale "), l)
+        end
+      end
+      assert.is_true(has_line(lines, "looked in: " .. py), text)
+      -- named on the command line, a skipped example is a failure
+      rc, lines = capture(function() return examples.main({ "ml_scoring", "--scale", "small" }) end)
+      assert.are.equal(1, rc)
+      assert.is_true(has_line(lines, "skipped: needs sklearn (apt-get install -y python3-sklearn)"))
+      -- and the list says what is missing
+      rc, lines = capture(function() return examples.main({}) end)
+      assert.are.equal(0, rc)
+      assert.is_true(has_line(lines, "PIL (missing: apt-get install -y python3-pil)"))
+    end)
+    examples.python_candidates = real
+    os.execute("rm -rf " .. dir)
+    if not ok then error(err, 0) end
+  end)
+
   it("runs the pure-Python baseline after an example unless told not to", function()
     local rc, lines = capture(function()
       return examples.main({ "data_etl", "--scale=small", "--workers=1" })
@@ -69,7 +180,8 @@ describe("slither example", function()
     local rc, lines = capture(function() return examples.main({}) end)
     assert.are.equal(0, rc)
     local text = table.concat(lines, "\n")
-    for _, name in ipairs({ "text_analysis", "batch_stats", "data_etl" }) do
+    for _, name in ipairs({ "text_analysis", "batch_stats", "data_etl", "ml_scoring",
+                            "image_pipeline" }) do
       assert.is_truthy(text:find(name, 1, true))
     end
     assert.is_truthy(text:find("standard library only", 1, true))
@@ -105,5 +217,9 @@ describe("slither example", function()
     end
     local f = a:float()
     assert.is_true(f >= 0 and f < 1)
+    -- normal draws, the same as the pure-Python baselines' Rng(7).gauss
+    local g = examples.rng(7)
+    assert.are.equal(-3.457962924433206, g:gauss(0, 1))
+    assert.are.equal(10.193678652274803, g:gauss(10, 2))
   end)
 end)

@@ -255,6 +255,32 @@ describe("slither.pipe", function()
     assert.is_true(overlap)
   end)
 
+  it("keeps a fast Python stage from running ahead of a slow one", function()
+    H.pool{ name = "default", size = 4 }
+    local P = slither.pipe("runahead", function(p)
+      p:stage("fast", "python", { module = "sl_dispatch_mod", ["function"] = "double",
+                                  batch_size = 5, max_in_flight = 2 })
+      p:stage("slow", "python", { module = "sl_dispatch_mod", ["function"] = "slow5",
+                                  batch_size = 1, max_in_flight = 2 })
+    end)
+    local peaks = {}
+    for _, n in ipairs({ 40, 160 }) do
+      local fast_done, consumed, peak = 0, 0, 0
+      local id = slither.telemetry.attach("slither.dispatch.batch.stop", function(_, m)
+        if m.items == 5 then fast_done = fast_done + 5 end -- the fast stage's batches
+        if fast_done - consumed > peak then peak = fast_done - consumed end
+      end)
+      local input = {}
+      for i = 1, n do input[i] = i end
+      for _ in slither.stream_pipe(P, input).next do consumed = consumed + 1 end
+      slither.telemetry.detach(id)
+      peaks[#peaks + 1] = peak
+    end
+    -- what sits between the stages depends on the windows, not on the input size
+    assert.is_true(peaks[2] <= 30, "peak " .. peaks[2])
+    assert.is_true(peaks[2] <= peaks[1] + 10, peaks[1] .. " then " .. peaks[2])
+  end)
+
   it("emits run and stage telemetry", function()
     local seen = {}
     local id = slither.telemetry.attach("slither.pipe", function(name, m, md)

@@ -101,7 +101,7 @@ describe("slither.pool", function()
   it("survives garbage on the frame pipe: the worker is replaced", function()
     local pool = H.pool{ size = 1 }
     local _, err = pool:call("sl_testmod", "garbage", { 1 })
-    assert.are.equal("worker_crashed", err.kind)
+    assert.are.equal("protocol", err.kind)
     assert.truthy(err.message:find("bad frame", 1, true))
     assert.are.same({ 6 }, pool:call("sl_testmod", "double", { 3 }))
   end)
