@@ -30,6 +30,8 @@ typedef struct lcore {
   int call_events;  /* deliver call.* events to Lua */
   int closed;
   unsigned callbacks; /* Lua callbacks run so far (spin watches it) */
+  int cb_depth;       /* > 0 while Lua runs from a loop callback: no uv_run then */
+  struct ltimer *timers; /* live timers, closed with the engine */
   int spin_misses, spin_off;
 } lcore;
 
@@ -53,6 +55,7 @@ static lcore *get_core(lua_State *L) {
 static void cb_call(lcore *c, int nargs) {
   lua_State *L = c->cbL;
   c->callbacks++;
+  c->cb_depth++;
   int base = lua_gettop(L) - nargs;
   lua_getglobal(L, "debug");
   lua_getfield(L, -1, "traceback");
@@ -63,7 +66,12 @@ static void cb_call(lcore *c, int nargs) {
     lua_pop(L, 1);
   }
   lua_remove(L, base);
+  c->cb_depth--;
 }
+
+/* The REPL runs Lua from its own loop callbacks: it marks them the same way. */
+void sl_lua_cb_enter(lua_State *L) { get_core(L)->cb_depth++; }
+void sl_lua_cb_leave(lua_State *L) { get_core(L)->cb_depth--; }
 
 static void push_ref(lua_State *L, int ref) { lua_rawgeti(L, LUA_REGISTRYINDEX, ref); }
 
@@ -109,7 +117,7 @@ static int l_run(lua_State *L) {
   lcore *c = get_core(L);
   const char *mode = luaL_optstring(L, 1, "once");
   int alive;
-  if (c->in_run)
+  if (c->in_run || c->cb_depth > 0)
     return luaL_error(L, "cannot wait for the loop from inside a loop callback "
                          "(run the waiting code in slither.spawn)");
   c->in_run = 1;
@@ -126,7 +134,8 @@ static int l_run(lua_State *L) {
 }
 
 static int l_in_run(lua_State *L) {
-  lua_pushboolean(L, get_core(L)->in_run);
+  lcore *c = get_core(L);
+  lua_pushboolean(L, c->in_run || c->cb_depth > 0);
   return 1;
 }
 
@@ -138,11 +147,20 @@ typedef struct ltimer {
   int ref;     /* the function */
   int box_ref; /* keeps the box alive while the timer runs */
   struct ltimer **box;
+  struct ltimer *next, *prev; /* the engine's live timers */
 } ltimer;
+
+static void timer_unlink(ltimer *lt) {
+  if (lt->prev) lt->prev->next = lt->next;
+  else lt->core->timers = lt->next;
+  if (lt->next) lt->next->prev = lt->prev;
+  lt->next = lt->prev = NULL;
+}
 
 static void timer_closed(uv_handle_t *h) { free(h); }
 
 static void timer_done(ltimer *lt, lua_State *L) {
+  timer_unlink(lt);
   uv_close((uv_handle_t *)&lt->t, timer_closed);
   *lt->box = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lt->box_ref);
@@ -198,6 +216,10 @@ static int l_timer(lua_State *L) {
   lua_pushvalue(L, 2);
   lt->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lt->core = c;
+  lt->prev = NULL;
+  lt->next = c->timers;
+  if (c->timers) c->timers->prev = lt;
+  c->timers = lt;
   uv_timer_init(c->e.loop, &lt->t);
   /* The loop's clock is cached: after a long stretch of Lua it lags, and the
    * timer would fire early. A 0 ms timer started from a timer callback would
@@ -947,6 +969,14 @@ static int l_pool_tostring(lua_State *L) {
 static int l_engine_gc(lua_State *L) {
   lcore *c = lua_touserdata(L, 1);
   if (!c->closed) {
+    /* Timers still pending close now: on a loop the host keeps, they would fire
+     * after this memory is gone. Their close callback only frees the timer. */
+    while (c->timers) {
+      ltimer *lt = c->timers;
+      timer_unlink(lt);
+      uv_timer_stop(&lt->t);
+      uv_close((uv_handle_t *)&lt->t, timer_closed);
+    }
     c->closed = 1;
     sl_engine_close(&c->e);
   }

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,8 +49,25 @@ sl_store *sl_store_find(const char *name) {
   pthread_mutex_lock(&reg_lock);
   for (r = registry; r; r = r->next)
     if (strcmp(r->s->name, name) == 0) s = r->s;
+  if (s) __atomic_fetch_add(&s->users, 1, __ATOMIC_ACQ_REL);
   pthread_mutex_unlock(&reg_lock);
   return s;
+}
+
+void sl_store_release(sl_store *s) {
+  if (s) __atomic_fetch_sub(&s->users, 1, __ATOMIC_RELEASE);
+}
+
+/* Once out of the registry, a store waits for host threads that still hold it
+ * and for readers mid-read before its memory goes. */
+static void wait_quiet(sl_store *s) {
+  int i, busy;
+  do {
+    busy = __atomic_load_n(&s->users, __ATOMIC_ACQUIRE) != 0;
+    for (i = 0; i < SL_SEG_STRIPES && !busy; i++)
+      busy = __atomic_load_n(&s->pins[i].n, __ATOMIC_ACQUIRE) != 0;
+    if (busy) sched_yield();
+  } while (busy);
 }
 
 typedef struct lstore {
@@ -131,7 +149,15 @@ static void push_vals(lua_State *L, int type, const sl_val *vals, size_t n) {
 
 static int l_store_new(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  if (sl_store_find(name)) return luaL_error(L, "a store named '%s' already exists", name);
+  {
+    sl_store *other = sl_store_find(name);
+    if (other) {
+      sl_store_release(other);
+      return luaL_error(L, "a store named '%s' already exists", name);
+    }
+  }
+  if (strlen(name) >= SL_STORE_NAME_MAX)
+    return luaL_error(L, "store name '%s' is longer than %d bytes", name, SL_STORE_NAME_MAX - 1);
   int n, i, rc;
   const char **names;
   int *types;
@@ -192,6 +218,15 @@ static int l_get_many(lua_State *L) {
   char (*bufs)[64];
   luaL_checktype(L, 3, LUA_TTABLE);
   nk = lua_objlen(L, 3);
+  for (i = 0; i < nk; i++) { /* check every key before allocating anything */
+    int kt;
+    lua_rawgeti(L, 3, (int)i + 1);
+    kt = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
+      return luaL_error(L, "store keys are strings or numbers, got %s (key %d)",
+                        lua_typename(L, kt), (int)i + 1);
+  }
   keys = calloc(nk + 1, sizeof *keys);
   klens = calloc(nk + 1, sizeof *klens);
   heaps = calloc(nk + 1, sizeof *heaps);
@@ -302,8 +337,10 @@ static int encode_one(lua_State *L, wbatch *b, int kidx, int vidx, char *err, si
     return 0;
   }
   sl_buf_init(&att);
-  if (sl_codec_encode_fmt(L, vidx, 0, SL_CODEC_PICKLE, &b->bufs[i], &att, err, errlen))
+  if (sl_codec_encode_fmt(L, vidx, 0, SL_CODEC_PICKLE, &b->bufs[i], &att, err, errlen)) {
+    sl_buf_free(&att);
     return SL_ECODEC;
+  }
   sl_buf_free(&att);
   b->kv[i].val = b->bufs[i].data;
   b->kv[i].vlen = b->bufs[i].len;
@@ -351,9 +388,14 @@ static int l_put_many(lua_State *L) {
   char err[512];
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_pushnil(L);
-  while (lua_next(L, 3)) {
+  while (lua_next(L, 3)) { /* count, and check the keys before allocating */
+    int kt = lua_type(L, -2);
     cap++;
     lua_pop(L, 1);
+    if (kt != LUA_TSTRING && kt != LUA_TNUMBER) {
+      lua_pop(L, 1);
+      return luaL_error(L, "store keys are strings or numbers, got %s", lua_typename(L, kt));
+    }
   }
   if (wbatch_init(&b, cap)) return luaL_error(L, "out of memory");
   lua_pushnil(L);
@@ -422,6 +464,7 @@ static int l_destroy(lua_State *L) {
   if (ls->live) {
     if (ls->in_shadow) sl_store_shadow_abort(&ls->s, &ls->shadow);
     reg_remove(&ls->s);
+    wait_quiet(&ls->s);
     sl_store_destroy(&ls->s);
     ls->live = 0;
   }

@@ -7,6 +7,9 @@
  * (a libuv signal handle) cancels it. Piped input is read line by line without
  * line editing, with the same evaluation and printing. */
 #include "repl.h"
+
+void sl_lua_cb_enter(lua_State *L);
+void sl_lua_cb_leave(lua_State *L);
 #include "engine.h"
 #include "slither.h"
 
@@ -59,6 +62,7 @@ static void submit(const char *line) {
   size_t n = strlen(line);
   char *src;
   const char *status;
+  int rc;
   if (R.pending) {
     size_t m = strlen(R.pending);
     src = malloc(m + n + 2);
@@ -77,7 +81,10 @@ static void submit(const char *line) {
   lua_pushcfunction(L, l_done);
   R.running = 1;
   if (R.tty) rl_callback_handler_remove();
-  if (lua_pcall(L, 2, 1, 0)) {
+  sl_lua_cb_enter(L);
+  rc = lua_pcall(L, 2, 1, 0);
+  sl_lua_cb_leave(L);
+  if (rc) {
     fprintf(stdout, "%s\n", lua_tostring(L, -1));
     lua_pop(L, 2);
     R.running = 0;
@@ -126,7 +133,9 @@ static void sigint_cb(uv_signal_t *h, int sig) {
   (void)sig;
   lua_rawgeti(L, LUA_REGISTRYINDEX, R.repl_ref);
   lua_getfield(L, -1, "interrupt");
+  sl_lua_cb_enter(L);
   was_running = lua_pcall(L, 0, 1, 0) == 0 && lua_toboolean(L, -1);
+  sl_lua_cb_leave(L);
   lua_pop(L, 2);
   free(R.pending);
   R.pending = NULL;

@@ -363,50 +363,60 @@ int slither_store_get(slither_engine *e, const char *store, const char *table,
                       const char *key, char **value_json) {
   sl_store *s = sl_store_find(store);
   lua_State *T = codec_state();
-  int t, rc, found;
+  int t = -1, rc, found, type;
   size_t klen, n, i;
   sl_val *vals;
   char *kb, err[256];
   (void)e;
   *value_json = NULL;
   if (!s) return SL_ENOTFOUND;
-  if (!T) return SL_ENOMEM;
-  if ((t = sl_store_table(s, table)) < 0) return SL_ENOTFOUND;
-  kb = malloc(strlen(key) + 1);
-  if (!kb) return SL_ENOMEM;
+  if (!T || (t = sl_store_table(s, table)) < 0 || !(kb = malloc(strlen(key) + 1))) {
+    sl_store_release(s);
+    return !T || t >= 0 ? SL_ENOMEM : SL_ENOTFOUND;
+  }
   klen = sl_store_key_str(kb, key, strlen(key));
   found = sl_store_get(s, t, kb, klen, &vals, &n);
   free(kb);
+  type = s->tables[t].type;
+  sl_store_release(s); /* the values are copies: the store may go now */
   if (found < 0) return SL_ENOMEM;
   if (found == 0) return 0;
   lua_settop(T, 0);
-  if (s->tables[t].type == SL_TABLE_BAG) lua_newtable(T);
+  if (type == SL_TABLE_BAG) lua_newtable(T);
   for (i = 0; i < n; i++) {
     if (sl_codec_decode_pickle(T, vals[i].data, vals[i].len, 0, err, sizeof err)) {
       sl_store_vals_free(vals, n);
       lua_settop(T, 0);
       return SL_ECODEC;
     }
-    if (s->tables[t].type == SL_TABLE_BAG) lua_rawseti(T, 1, (int)i + 1);
+    if (type == SL_TABLE_BAG) lua_rawseti(T, 1, (int)i + 1);
   }
   sl_store_vals_free(vals, n);
-  *value_json = to_json(T, 1, s->tables[t].type == SL_TABLE_BAG, &rc);
+  *value_json = to_json(T, 1, type == SL_TABLE_BAG, &rc);
   lua_settop(T, 0);
   return rc;
 }
+
+static int put_in(lua_State *T, sl_store *s, int t, const char *key, const char *value_json);
 
 int slither_store_put(slither_engine *e, const char *store, const char *table,
                       const char *key, const char *value_json) {
   sl_store *s = sl_store_find(store);
   lua_State *T = codec_state();
-  int t, rc;
+  int t = -1, rc;
+  (void)e;
+  if (!s) return SL_ENOTFOUND;
+  rc = !T ? SL_ENOMEM : (t = sl_store_table(s, table)) < 0 ? SL_ENOTFOUND : 0;
+  if (!rc) rc = put_in(T, s, t, key, value_json);
+  sl_store_release(s);
+  return rc;
+}
+
+static int put_in(lua_State *T, sl_store *s, int t, const char *key, const char *value_json) {
+  int rc;
   sl_buf val, att;
   sl_kv kv;
   char *kb, err[256];
-  (void)e;
-  if (!s) return SL_ENOTFOUND;
-  if (!T) return SL_ENOMEM;
-  if ((t = sl_store_table(s, table)) < 0) return SL_ENOTFOUND;
   lua_settop(T, 0);
   if (sl_codec_decode(T, value_json, strlen(value_json), NULL, 0, err, sizeof err))
     return SL_ECODEC;

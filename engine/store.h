@@ -81,6 +81,7 @@ typedef struct sl_store {
   size_t dir_size;
   uint64_t gen;         /* last generation handed out */
   int pid;
+  int users; /* host threads holding it through sl_store_find */
   sl_seg_pin pins[SL_SEG_STRIPES];
 } sl_store;
 
@@ -145,8 +146,10 @@ int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t);
 void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
 void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh);
 
-/* The running store of that name (any thread), or NULL. */
+/* The running store of that name (any thread), or NULL; a found store stays
+ * valid until sl_store_release, even if it is being stopped meanwhile. */
 sl_store *sl_store_find(const char *name);
+void sl_store_release(sl_store *s);
 
 /* Bytes the store's segments hold in /dev/shm (current and retired). */
 size_t sl_store_bytes(sl_store *s);
