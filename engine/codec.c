@@ -392,8 +392,8 @@ static int has_mt_flag(encoder *e, int idx) {
   return 0;
 }
 
-/* Encode a table of string keys as an object; -2 (nothing written) when a key is
- * not a string. */
+/* Encode a table of string keys as an object (pickle: EMPTY_DICT, MARK, key,
+ * value..., SETITEMS); -2 (nothing written) when a key is not a string. */
 static int enc_record(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   size_t out_len = e->out->len, att_len = e->att->len, i = 0;
@@ -518,32 +518,8 @@ static int enc_table(encoder *e, int idx, int depth, int as_list) {
     if (e->pickle) return n ? sl_buf_putc(e->out, 'e') : 0;
     return sl_buf_putc(e->out, ']');
   }
-  /* pickle: EMPTY_DICT, MARK, key, value..., SETITEMS */
-  if (e->pickle ? sl_buf_append(e->out, "}(", 2) : sl_buf_putc(e->out, '{')) return SL_ENOMEM;
-  lua_pushnil(L);
-  i = 0;
-  while (lua_next(L, idx)) {
-    size_t klen;
-    const char *k = lua_tolstring(L, -2, &klen); /* keys are strings: no conversion */
-    int rc;
-    if (i++ && !e->pickle && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
-    rc = e->pickle ? pk_key(e, k, klen)
-                   : sl_json_string(e->out, (const unsigned char *)k, klen);
-    if (rc == 1) {
-      lua_pop(L, 2);
-      return enc_fail(e, depth, "%s", "table key is not valid UTF-8");
-    }
-    if (rc || (!e->pickle && sl_buf_putc(e->out, ':'))) return SL_ENOMEM;
-    e->path[depth].is_index = 0;
-    e->path[depth].key = k;
-    rc = enc_value(e, lua_gettop(L), depth + 1, 0);
-    lua_pop(L, 1);
-    if (rc) {
-      lua_pop(L, 1);
-      return rc;
-    }
-  }
-  return sl_buf_putc(e->out, e->pickle ? 'u' : '}');
+  /* every key is a string here: the record writer never gives up */
+  return enc_record(e, idx, depth);
 }
 
 static int enc_value(encoder *e, int idx, int depth, int as_list) {
