@@ -50,8 +50,10 @@ local PEERS = { "ProcessPoolExecutor", "multiprocessing.Pool" }
 local TARGET_P50_RATIO = 10     -- p50 at most a tenth of ProcessPoolExecutor's
 local TARGET_STARTUP_MS = 1000  -- 8 workers ready in under 1 s
 
-local function parse_args(args)
-  local opts = { calls = DEFAULTS.calls, workers = DEFAULTS.workers }
+-- --json, and integer options (--NAME N or --NAME=N, each >= 1) over defaults.
+local function parse_int_args(args, defaults)
+  local opts = {}
+  for k, v in pairs(defaults) do opts[k] = v end
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -60,7 +62,7 @@ local function parse_args(args)
     if a == "--json" then
       opts.json = true
       i = i + 1
-    elseif name == "calls" or name == "workers" then
+    elseif name and defaults[name] ~= nil then
       local v = inline or args[i + 1]
       local n = tonumber(v)
       if not n or n < 1 or n % 1 ~= 0 then
@@ -73,6 +75,10 @@ local function parse_args(args)
     end
   end
   return opts
+end
+
+local function parse_args(args)
+  return parse_int_args(args, { calls = DEFAULTS.calls, workers = DEFAULTS.workers })
 end
 
 -- Nearest rank on sorted samples: a sample that was seen, never an interpolation.
@@ -1052,28 +1058,7 @@ local REDIS_APT = "apt-get install -y redis-server python3-redis"
 local REDIS_PEERS = { "redis GET", "redis MGET x100" }
 
 local function parse_store_args(args)
-  local opts = { keys = STORE_DEFAULTS.keys, lookups = STORE_DEFAULTS.lookups }
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^%-%-(%a+)=(.*)$")
-    name = name or a:match("^%-%-(%a+)$")
-    if a == "--json" then
-      opts.json = true
-      i = i + 1
-    elseif name == "keys" or name == "lookups" then
-      local v = inline or args[i + 1]
-      local n = tonumber(v)
-      if not n or n < 1 or n % 1 ~= 0 then
-        return nil, "--" .. name .. " needs an integer >= 1, got " .. tostring(v)
-      end
-      opts[name] = n
-      i = i + (inline and 1 or 2)
-    else
-      return nil, "unknown argument '" .. a .. "'"
-    end
-  end
-  return opts
+  return parse_int_args(args, { keys = STORE_DEFAULTS.keys, lookups = STORE_DEFAULTS.lookups })
 end
 
 -- The value of key user:i, as the peer stores it (there as JSON, here as a pickle).
