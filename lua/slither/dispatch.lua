@@ -324,6 +324,9 @@ local function new_run(fname, source, opts)
                routed = 0 },
     waiting_items = 0,
     key_sessions = {},
+    -- failed items, kept aside rather than marked on the item: reading a field an
+    -- item lacks goes through its metatable, a cost on every item delivered
+    failed_items = {},
   }, Run)
   local next_item = make_source(fname, source)
   -- Fixed and weighted batches keep input order by construction, so finished
@@ -433,7 +436,7 @@ end
 
 local function mark_failed(run, items, err)
   for _, it in ipairs(items) do
-    it.failed = true
+    run.failed_items[it] = true
     run.report.items_failed = run.report.items_failed + 1
     run.report.failed[#run.report.failed + 1] = { item = it, error = err }
   end
@@ -592,15 +595,24 @@ function Run:deliver_by_seq(items)
 end
 
 function Run:deliver(b)
-  local out = self.out
-  for _, it in ipairs(b.items) do
-    if not it.failed then
-      self.report.items_ok = self.report.items_ok + 1
-      out(it)
-    else
-      it.failed = nil
+  local out, failed = self.out, self.failed_items
+  local items = b.items
+  local ok = 0
+  if next(failed) == nil then
+    for i = 1, #items do out(items[i]) end
+    ok = #items
+  else
+    for i = 1, #items do
+      local it = items[i]
+      if failed[it] then
+        failed[it] = nil
+      else
+        ok = ok + 1
+        out(it)
+      end
     end
   end
+  self.report.items_ok = self.report.items_ok + ok
 end
 
 -- Launch batches while the bound allows and input remains. Under "preserve", a
