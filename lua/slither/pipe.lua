@@ -238,13 +238,20 @@ local function new_run(pipe, input, opts)
   end
   -- routed items wait here for the consumer (two arrays: no table per item)
   local side_out, side_item = r.side_out, r.side_item
+  -- Routing counts are kept per route in arrays (routers) and summed into the
+  -- report's per-output and per-route counts when it is built.
+  r.route_counts = {} -- stage name -> { [k] = items routed by route k }
+  r.failed_routed = {} -- output -> items routed there by an error policy
+  r.default_n = 0
   local function side_push(out, it)
     local t = r.side_tail + 1
     r.side_tail = t
     side_out[t], side_item[t] = out, it
-    r.routing[out] = (r.routing[out] or 0) + 1
   end
-  r.side_push = side_push
+  local function route_failed(out, it)
+    r.failed_routed[out] = (r.failed_routed[out] or 0) + 1
+    side_push(out, it)
+  end
 
   -- The chain passes lists of items ("chunks"), so each stage pays per chunk and
   -- its per-item work is a tight loop. Every stage function returns a non-empty
@@ -299,7 +306,7 @@ local function new_run(pipe, input, opts)
       c.failed = c.failed + 1
       if type(policy) == "table" and policy.route then
         it.meta.error = err
-        side_push(policy.route, it)
+        route_failed(policy.route, it)
       elseif policy ~= "skip" then
         halt(err)
       end
@@ -467,7 +474,7 @@ local function new_run(pipe, input, opts)
           c.failed = c.failed + 1
           if route then
             f.item.meta.error = f.error
-            side_push(route, f.item)
+            route_failed(route, f.item)
           end
         end
         if chunk ~= nil and chunk ~= AGAIN then c.out = c.out + #chunk end
@@ -476,7 +483,8 @@ local function new_run(pipe, input, opts)
     else -- router
       local routes, nroutes = st.opts.routes, #st.opts.routes
       local counts = {}
-      for k, rt in ipairs(routes) do counts[k] = st.name .. "->" .. rt[2] end
+      for k = 1, nroutes do counts[k] = 0 end
+      r.route_counts[st.name] = counts
       up = function()
         while true do
           local chunk = prev()
@@ -484,7 +492,6 @@ local function new_run(pipe, input, opts)
           local nchunk = #chunk
           c["in"] = c["in"] + nchunk
           local out, n = {}, 0
-          local routing = r.routing
           local i = 0
           -- one pcall per chunk, as in the Lua stage
           local function loop()
@@ -500,10 +507,11 @@ local function new_run(pipe, input, opts)
               if dest then
                 local name = routes[dest][2]
                 it.route = name
-                routing[counts[dest]] = (routing[counts[dest]] or 0) + 1
+                counts[dest] = counts[dest] + 1
                 side_push(name, it)
               elseif last then
                 it.route = "default"
+                r.default_n = r.default_n + 1
                 side_push("default", it)
               else
                 n = n + 1
@@ -549,7 +557,7 @@ local function new_run(pipe, input, opts)
         r.ended = true -- the side queue may still hold routed items
       elseif ch ~= AGAIN then
         chunk, ci = ch, 0
-        r.routing.default = (r.routing.default or 0) + #ch
+        r.default_n = r.default_n + #ch
       end
     end
   end
@@ -558,11 +566,15 @@ local function new_run(pipe, input, opts)
   function r.drain(outputs)
     local default = outputs.default
     local nd = #default
+    local lens = {} -- bucket lengths, so no # on big tables per item
+    for name, bucket in pairs(outputs) do lens[name] = #bucket end
     while true do
       local h, t = r.side_head, r.side_tail
       for k = h, t do
-        local bucket = outputs[side_out[k]]
-        bucket[#bucket + 1] = side_item[k]
+        local o = side_out[k]
+        local n = lens[o] + 1
+        lens[o] = n
+        outputs[o][n] = side_item[k]
         side_out[k], side_item[k] = nil, nil
       end
       r.side_head = t + 1
@@ -577,7 +589,7 @@ local function new_run(pipe, input, opts)
           nd = nd + 1
           default[nd] = it
         end
-        r.routing.default = (r.routing.default or 0) + #ch
+        r.default_n = r.default_n + #ch
       end
     end
   end
@@ -597,7 +609,21 @@ local function new_run(pipe, input, opts)
   function r.report()
     local stages = {}
     for _, st in ipairs(pipe.stages) do stages[st.name] = r.counts[st.name] end
-    return { run_id = r.id, session = r.session, stages = stages, routing = r.routing }
+    local routing = {}
+    for _, st in ipairs(pipe.stages) do
+      local counts = r.route_counts[st.name]
+      if counts then
+        for k, rt in ipairs(st.opts.routes) do
+          if counts[k] > 0 then
+            routing[st.name .. "->" .. rt[2]] = counts[k]
+            routing[rt[2]] = (routing[rt[2]] or 0) + counts[k]
+          end
+        end
+      end
+    end
+    for out, n in pairs(r.failed_routed) do routing[out] = (routing[out] or 0) + n end
+    if r.default_n > 0 then routing.default = (routing.default or 0) + r.default_n end
+    return { run_id = r.id, session = r.session, stages = stages, routing = routing }
   end
   return r
 end
