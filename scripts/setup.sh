@@ -5,8 +5,8 @@ set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # valgrind runs the embedding example; python3-sklearn and python3-pil are for the
-# ml_scoring and image_pipeline examples
-# examples (installed for /usr/bin/python3, where the examples look for them).
+# ml_scoring and image_pipeline examples (installed for /usr/bin/python3, where the
+# examples look for them).
 PACKAGES="gcc make cmake pkg-config libluajit-5.1-dev luajit libuv1-dev libedit-dev lua-cjson \
 lua-busted python3 python3-sklearn python3-pil valgrind"
 
