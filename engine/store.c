@@ -680,6 +680,9 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
   while ((size_t)ncap < (live_keys + extra_slots + 1) * 2) ncap *= 2;
   nheap = (heap_live + extra_bytes) * 2;
   if (nheap < MIN_HEAP) nheap = MIN_HEAP;
+  /* words hold 32-bit heap offsets: a table's heap stays under 4 GiB */
+  if (nheap > 0xffffffffu) nheap = 0xffffffffu;
+  if (heap_live + extra_bytes > nheap) return NULL;
   n = seg_new(s, s->tables[t].name, type, ncap, nheap);
   if (!n) return NULL;
   for (i = 0; i < cap; i++) {
