@@ -756,7 +756,11 @@ function M.stream(source, opts)
     end
     local it = q[head]
     q[head] = nil
-    head = head + 1
+    if head == tail then
+      head, tail = 1, 0 -- empty: indices that only grow would make q rehash
+    else
+      head = head + 1
+    end
     return it
   end
   -- Every result ready now, as one list (at least one item), or nil / AGAIN:
@@ -772,7 +776,7 @@ function M.stream(source, opts)
       out[n] = q[i]
       q[i] = nil
     end
-    head = tail + 1
+    head, tail = 1, 0
     return out
   end
   return s

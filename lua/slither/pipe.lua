@@ -482,8 +482,10 @@ local function new_run(pipe, input, opts)
       end
     else -- router
       local routes, nroutes = st.opts.routes, #st.opts.routes
-      local counts = {}
-      for k = 1, nroutes do counts[k] = 0 end
+      local preds, names, counts = {}, {}, {}
+      for k = 1, nroutes do
+        preds[k], names[k], counts[k] = routes[k][1], routes[k][2], 0
+      end
       r.route_counts[st.name] = counts
       up = function()
         while true do
@@ -491,28 +493,34 @@ local function new_run(pipe, input, opts)
           if chunk == nil or chunk == AGAIN then return chunk end
           local nchunk = #chunk
           c["in"] = c["in"] + nchunk
-          local out, n = {}, 0
+          local out, n, passed, defaults = {}, 0, 0, 0
           local i = 0
-          -- one pcall per chunk, as in the Lua stage
+          -- one pcall per chunk, as in the Lua stage; the side queue is written
+          -- here directly (this is the per-item path of every routed item)
           local function loop()
+            local t = r.side_tail
             while i < nchunk do
               i = i + 1
               local it = chunk[i]
               local dest, k = nil, 1
               while k <= nroutes do
-                if routes[k][1](it) then dest = k break end
+                if preds[k](it) then dest = k break end
                 k = k + 1
               end
-              c.out = c.out + 1
+              passed = passed + 1
               if dest then
-                local name = routes[dest][2]
+                local name = names[dest]
                 it.route = name
                 counts[dest] = counts[dest] + 1
-                side_push(name, it)
+                t = t + 1
+                side_out[t], side_item[t] = name, it
+                r.side_tail = t
               elseif last then
                 it.route = "default"
-                r.default_n = r.default_n + 1
-                side_push("default", it)
+                defaults = defaults + 1
+                t = t + 1
+                side_out[t], side_item[t] = "default", it
+                r.side_tail = t
               else
                 n = n + 1
                 out[n] = it
@@ -526,6 +534,8 @@ local function new_run(pipe, input, opts)
               failed(chunk[i], stage_error(st.name, "route_error", tostring(err), chunk[i]))
             end
           end
+          c.out = c.out + passed
+          r.default_n = r.default_n + defaults
           if n > 0 then return out end
           if side_full() then return AGAIN end
         end
@@ -542,7 +552,11 @@ local function new_run(pipe, input, opts)
         local h = r.side_head
         local out, it = side_out[h], side_item[h]
         side_out[h], side_item[h] = nil, nil
-        r.side_head = h + 1
+        if h == r.side_tail then
+          r.side_head, r.side_tail = 1, 0 -- empty: start again at 1
+        else
+          r.side_head = h + 1
+        end
         return out, it
       end
       if chunk and ci < #chunk then
@@ -577,7 +591,9 @@ local function new_run(pipe, input, opts)
         outputs[o][n] = side_item[k]
         side_out[k], side_item[k] = nil, nil
       end
-      r.side_head = t + 1
+      -- start again at 1: indices that only grow would push the queue's tables
+      -- out of their array part and into rehashing
+      r.side_head, r.side_tail = 1, 0
       if r.ended then return end
       local ch = r.last()
       if ch == nil then
