@@ -215,9 +215,18 @@ static int put_number(sl_buf *b, double d) {
 static int utf8_valid(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
-    unsigned char c = s[i];
+    unsigned char c;
     size_t len, k;
     uint32_t cp;
+    /* ASCII runs, the common case, eight bytes at a time */
+    while (i + 8 <= n) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if (w & UINT64_C(0x8080808080808080)) break;
+      i += 8;
+    }
+    if (i >= n) break;
+    c = s[i];
     if (c < 0x80) { i++; continue; }
     if (c >= 0xc2 && c <= 0xdf) { len = 2; cp = c & 0x1f; }
     else if (c >= 0xe0 && c <= 0xef) { len = 3; cp = c & 0x0f; }

@@ -757,6 +757,43 @@ static void test_no_overread(void) {
   CHECKF(bad == 0, "%d truncated inputs made the decoder read past the end", bad);
 }
 
+/* Pickle sends a Lua string as str when it is UTF-8 and as bytes otherwise. The
+ * check reads ASCII eight bytes at a time: put the byte that decides at every
+ * offset around those words, and check the opcode the encoder chose. */
+static void test_pickle_utf8(void) {
+  static const struct { const char *tail; size_t n; int utf8; } tails[] = {
+    { "", 0, 1 },           { "\xc3\xa9", 2, 1 },     { "\xf0\x9f\x90\x8d", 4, 1 },
+    { "\xff", 1, 0 },        { "\xc3", 1, 0 },         { "\xed\xa0\x80", 3, 0 },
+    { "\xc0\xaf", 2, 0 },     { "\xf4\x90\x80\x80", 4, 0 }, { "\xe0\x80\x80", 3, 0 },
+  };
+  char s[64];
+  size_t pre, post, k;
+  int wrong = 0;
+  for (k = 0; k < sizeof tails / sizeof tails[0]; k++) {
+    for (pre = 0; pre <= 17; pre++) {
+      for (post = 0; post <= 9; post += 9) {
+        size_t n = pre + tails[k].n + post;
+        int want = tails[k].utf8 ? 0x8c : 'C'; /* SHORT_BINUNICODE, SHORT_BINBYTES */
+        memset(s, 'a', pre);
+        memcpy(s + pre, tails[k].tail, tails[k].n);
+        memset(s + pre + tails[k].n, 'z', post);
+        lua_pushlstring(L, s, n);
+        js.len = at.len = 0;
+        if (sl_codec_encode_fmt(L, -1, 0, SL_CODEC_PICKLE, &js, &at, err, sizeof err) ||
+            js.len != n + 5 || (unsigned char)js.data[2] != want ||
+            memcmp(js.data + 4, s, n) != 0) {
+          fprintf(stderr, "  pickle of tail %lu after %lu ASCII bytes (+%lu): opcode %02x\n",
+                  (unsigned long)k, (unsigned long)pre, (unsigned long)post,
+                  js.len > 2 ? (unsigned char)js.data[2] : 0);
+          wrong++;
+        }
+        lua_pop(L, 1);
+      }
+    }
+  }
+  CHECKF(wrong == 0, "%d strings pickled with the wrong type", wrong);
+}
+
 int main(void) {
   L = luaL_newstate();
   luaL_openlibs(L);
@@ -780,6 +817,7 @@ int main(void) {
   test_strings_encode();
   test_strings_decode();
   test_bytes();
+  test_pickle_utf8();
   test_tables();
   test_as_list();
   test_encode_errors();
