@@ -16,7 +16,7 @@ local M = {}
 local USAGE = [[
 usage: slither bench pool [--json] [--calls N] [--workers W]
        slither bench dispatch [--workload trivial|records|cpu] [--n N] [--batch B]
-                              [--workers W] [--sweep] [--memory] [--json]
+                              [--workers W] [--repeat R] [--sweep] [--memory] [--json]
        slither bench store [--json] [--keys N] [--lookups N]
        slither bench pipe [--json] [--n N] [--work US]
 
@@ -29,6 +29,8 @@ subcommands:
             --sweep   trivial only, slither only: items/s for batch sizes 16..4096
             --memory  peak RSS of the engine streaming N and 10 N items (N from
                       --n, default 1,000,000), each in a fresh slither process
+            --repeat  rounds of slither and the peers, each workload (default 3);
+                      the figures are the medians of items/s
             --sweep and --memory replace the comparison; they may go together.
   store     store reads and writes from Lua, from 1 and 2 C host threads, and from
             one Python worker (direct reads, get_many, view calls) beside a local
@@ -421,7 +423,7 @@ local WORKLOADS = {
 }
 local WORKLOAD_ORDER = { "trivial", "records", "cpu" }
 local DISPATCH_PEERS = { "sequential", "multiprocessing.Pool.imap", "ProcessPoolExecutor.map" }
-local DISPATCH_DEFAULTS = { workers = 2 }
+local DISPATCH_DEFAULTS = { workers = 2, ["repeat"] = 3 }
 local DISPATCH_MODULE = "bench_dispatch"
 local DISPATCH_POOL = "bench_dispatch"
 local WARMUP_BATCHES = 2  -- per worker: imports done and JIT traces built before timing
@@ -455,7 +457,7 @@ local function parse_dispatch_args(args)
       end
       opts.workload = v
       i = i + (inline and 1 or 2)
-    elseif name == "n" or name == "batch" or name == "workers" then
+    elseif name == "n" or name == "batch" or name == "workers" or name == "repeat" then
       local v = inline or args[i + 1]
       local n = tonumber(v)
       if not n or n < 1 or n % 1 ~= 0 then
@@ -467,6 +469,10 @@ local function parse_dispatch_args(args)
       return nil, "unknown argument '" .. a .. "'"
     end
   end
+  if opts["repeat"] and (opts.sweep or opts.memory) then
+    return nil, "--repeat goes with the comparison, not with --sweep or --memory"
+  end
+  opts["repeat"] = opts["repeat"] or DISPATCH_DEFAULTS["repeat"]
   if (opts.sweep or opts.memory) and opts.workload and opts.workload ~= "trivial" then
     return nil, "--sweep and --memory run the trivial workload only"
   end
@@ -689,6 +695,53 @@ local function measure_dispatch_peers(m)
   return peers, script
 end
 
+-- One workload, --repeat times: slither and then the peers in each round, so that
+-- both see the same drift in the machine's load. The figures kept are the medians
+-- of items/s (a wall time is n over its median); every round's are in .runs.
+local function measure_compare(state, opts, workload)
+  local rounds, peer_rounds = {}, {}
+  local m
+  for r = 1, opts["repeat"] do
+    local mr = measure_dispatch(state, opts, workload)
+    rounds[r] = mr.slither
+    m = m or mr
+    if not m.peers_error then
+      local peers, info, missing = measure_dispatch_peers(mr)
+      if peers then
+        peer_rounds[#peer_rounds + 1] = peers
+        m.peer_script = info
+      else
+        m.peers_error, m.peers_missing = info, missing
+      end
+    end
+  end
+  local function med(list, get)
+    local xs = {}
+    for i, x in ipairs(list) do xs[i] = get(x) end
+    return median(xs)
+  end
+  local s = {}
+  for k, v in pairs(rounds[1]) do s[k] = v end
+  for _, k in ipairs({ "items_per_s", "engine_cpu_s", "workers_cpu_s", "pool_start_ms",
+                       "wrap_ms" }) do
+    s[k] = med(rounds, function(x) return x[k] end)
+  end
+  s.wall_s = m.n / s.items_per_s
+  s.runs = {}
+  for i, x in ipairs(rounds) do s.runs[i] = x.items_per_s end
+  m.slither, m["repeat"] = s, opts["repeat"]
+  if not m.peers_error then
+    m.peers = {}
+    for _, name in ipairs(DISPATCH_PEERS) do
+      local ips = med(peer_rounds, function(x) return x[name].items_per_s end)
+      local runs = {}
+      for i, x in ipairs(peer_rounds) do runs[i] = x[name].items_per_s end
+      m.peers[name] = { items_per_s = ips, wall_s = m.n / ips, runs = runs }
+    end
+  end
+  return m
+end
+
 local function evaluate_dispatch_target(m)
   local ours = m.slither.items_per_s
   local peers = m.peers
@@ -872,8 +925,9 @@ end
 
 local function print_workload(m)
   local s = m.slither
-  print(string.format("%s (%s): n %s, batch %d, %d workers", m.workload,
-    WORKLOADS[m.workload].what, fmt_int(m.n), m.batch, m.workers))
+  print(string.format("%s (%s): n %s, batch %d, %d workers%s", m.workload,
+    WORKLOADS[m.workload].what, fmt_int(m.n), m.batch, m.workers,
+    (m["repeat"] or 1) > 1 and string.format(", median of %d rounds", m["repeat"]) or ""))
   if not s then
     print("  FAILED: " .. tostring(m.error))
     print("")
@@ -886,6 +940,19 @@ local function print_workload(m)
     if p then
       print(string.format("  %-28s %18s %9.3f s   slither %.2fx", name,
         fmt_items(p.items_per_s), p.wall_s, s.items_per_s / p.items_per_s))
+    end
+  end
+  if #(s.runs or {}) > 1 then
+    local function runs(xs)
+      local t = {}
+      for i, x in ipairs(xs) do t[i] = fmt_int(x) end
+      return table.concat(t, ", ")
+    end
+    print("  each round, items/s:")
+    print(string.format("    %-26s %s", "slither dispatch.run", runs(s.runs)))
+    for _, name in ipairs(DISPATCH_PEERS) do
+      local p = m.peers and m.peers[name]
+      if p then print(string.format("    %-26s %s", name, runs(p.runs))) end
     end
   end
   print(string.format("  untimed: pool start %.0f ms, wrap_many %.0f ms; CPU during the run: "
@@ -1014,20 +1081,14 @@ local function bench_dispatch(opts)
 
   local results = {}
   for _, workload in ipairs(opts.workload and { opts.workload } or WORKLOAD_ORDER) do
-    local ok, m = guarded(measure_dispatch, state, opts, workload)
+    local ok, m = guarded(measure_compare, state, opts, workload)
     if not ok then
       local spec = WORKLOADS[workload]
       m = { workload = workload, n = opts.n or spec.n, batch = opts.batch or spec.batch,
             workers = opts.workers, error = tostring(m) } -- reported with the figures
     else
-      local peers, info, missing = measure_dispatch_peers(m)
-      if peers then
-        m.peers, m.peer_script = peers, info
-      else
-        m.peers_error = info
-        -- a peer script that is not there is the environment's; one that broke is ours
-        if not missing then broke = true end
-      end
+      if m.peers_error and not m.peers_missing then broke = true end
+      m.peers_missing = nil
       m.target = evaluate_dispatch_target(m)
     end
     results[#results + 1] = m

@@ -48,6 +48,31 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown option '--bogus'", r.stderr)
 
+    def test_bench_dispatch_repeats_and_checks_every_round(self):
+        # A functional check of the benchmark program, not of its speed: every round
+        # runs and checks its results, and the figure kept is the rounds' median.
+        import json
+        r = self.run_slither("bench", "dispatch", "--workload", "records", "--n", "3000",
+                             "--repeat", "3", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual((m["workload"], m["repeat"], m["n"]), ("records", 3, 3000))
+        s = m["slither"]
+        self.assertTrue(s["checked"])
+        self.assertEqual(len(s["runs"]), 3)
+        self.assertEqual(s["items_per_s"], sorted(s["runs"])[1])
+        for name in ("sequential", "multiprocessing.Pool.imap", "ProcessPoolExecutor.map"):
+            p = m["peers"][name]
+            self.assertEqual(len(p["runs"]), 3, name)
+            self.assertEqual(p["items_per_s"], sorted(p["runs"])[1], name)
+        self.assertIn("ratio", m["target"])
+        r = self.run_slither("bench", "dispatch", "--repeat", "0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--repeat needs an integer >= 1, got 0", r.stderr)
+        r = self.run_slither("bench", "dispatch", "--sweep", "--repeat", "2")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--repeat goes with the comparison", r.stderr)
+
     def test_script_runs_with_arguments_and_workers(self):
         path = script(f"""
             local slither = require("slither")
