@@ -326,8 +326,13 @@ static int encode_one(lua_State *L, wbatch *b, int kidx, int vidx, char *err, si
   sl_buf att;
   const char *k = key_bytes(L, kidx, buf, sizeof buf, &klen, &heap);
   b->keys[i] = malloc(klen);
-  memcpy(b->keys[i], k, klen);
+  if (b->keys[i]) memcpy(b->keys[i], k, klen);
   free(heap);
+  if (!b->keys[i]) {
+    b->n--;
+    snprintf(err, errlen, "out of memory");
+    return SL_ENOMEM;
+  }
   b->kv[i].key = b->keys[i];
   b->kv[i].klen = klen;
   sl_buf_init(&b->bufs[i]);
@@ -355,6 +360,14 @@ static int wbatch_init(wbatch *b, size_t cap) {
   return b->kv && b->bufs && b->keys ? 0 : SL_ENOMEM;
 }
 
+/* Raise on a key of the wrong type before a write batch is allocated: key_bytes
+ * raises too, and the batch would leak. */
+static void check_key(lua_State *L, int idx) {
+  int kt = lua_type(L, idx);
+  if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
+    luaL_error(L, "store keys are strings or numbers, got %s", lua_typename(L, kt));
+}
+
 static int apply(lua_State *L, lstore *ls, int t, wbatch *b, int shadow) {
   int rc = shadow ? sl_store_shadow_write(&ls->s, &ls->shadow, t, b->kv, b->n)
                   : sl_store_write(&ls->s, t, b->kv, b->n);
@@ -370,6 +383,7 @@ static int l_put(lua_State *L) {
   wbatch b;
   char err[512];
   luaL_checkany(L, 4);
+  check_key(L, 3);
   if (wbatch_init(&b, 1)) return luaL_error(L, "out of memory");
   if (encode_one(L, &b, 3, 4, err, sizeof err)) {
     wbatch_free(&b);
@@ -389,13 +403,9 @@ static int l_put_many(lua_State *L) {
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 3)) { /* count, and check the keys before allocating */
-    int kt = lua_type(L, -2);
     cap++;
     lua_pop(L, 1);
-    if (kt != LUA_TSTRING && kt != LUA_TNUMBER) {
-      lua_pop(L, 1);
-      return luaL_error(L, "store keys are strings or numbers, got %s", lua_typename(L, kt));
-    }
+    check_key(L, -1);
   }
   if (wbatch_init(&b, cap)) return luaL_error(L, "out of memory");
   lua_pushnil(L);
@@ -416,8 +426,12 @@ static int l_delete(lua_State *L) {
   int t = check_table(L, ls, 2);
   wbatch b;
   char err[64];
+  check_key(L, 3);
   if (wbatch_init(&b, 1)) return luaL_error(L, "out of memory");
-  encode_one(L, &b, 3, 0, err, sizeof err);
+  if (encode_one(L, &b, 3, 0, err, sizeof err)) {
+    wbatch_free(&b);
+    return luaL_error(L, "%s", err);
+  }
   apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
   return 0;
 }

@@ -52,29 +52,49 @@ local PEERS = { "ProcessPoolExecutor", "multiprocessing.Pool" }
 local TARGET_P50_RATIO = 10     -- p50 at most a tenth of ProcessPoolExecutor's
 local TARGET_STARTUP_MS = 1000  -- 8 workers ready in under 1 s
 
--- --json, and integer options (--NAME N or --NAME=N, each >= 1) over defaults.
-local function parse_int_args(args, defaults)
+-- A parser of --NAME N or --NAME=N as an integer >= 1.
+local function int_arg(name)
+  return function(v)
+    local n = tonumber(v)
+    if not n or n < 1 or n % 1 ~= 0 then
+      return nil, "--" .. name .. " needs an integer >= 1, got " .. tostring(v)
+    end
+    return n
+  end
+end
+
+-- A subcommand's arguments: flags[NAME] for --NAME alone, values[NAME] a parser of
+-- --NAME V or --NAME=V that returns the value or nil and the message.
+local function parse_opts(args, flags, values)
   local opts = {}
-  for k, v in pairs(defaults) do opts[k] = v end
   local i = 1
   while i <= #args do
     local a = args[i]
     local name, inline = a:match("^%-%-(%a+)=(.*)$")
     name = name or a:match("^%-%-(%a+)$")
-    if a == "--json" then
-      opts.json = true
+    if name and not inline and flags[name] then
+      opts[name] = true
       i = i + 1
-    elseif name and defaults[name] ~= nil then
-      local v = inline or args[i + 1]
-      local n = tonumber(v)
-      if not n or n < 1 or n % 1 ~= 0 then
-        return nil, "--" .. name .. " needs an integer >= 1, got " .. tostring(v)
-      end
-      opts[name] = n
+    elseif name and values[name] then
+      local v, err = values[name](inline or args[i + 1])
+      if v == nil then return nil, err end
+      opts[name] = v
       i = i + (inline and 1 or 2)
     else
       return nil, "unknown argument '" .. a .. "'"
     end
+  end
+  return opts
+end
+
+-- --json, and integer options over defaults.
+local function parse_int_args(args, defaults)
+  local values = {}
+  for k in pairs(defaults) do values[k] = int_arg(k) end
+  local opts, err = parse_opts(args, { json = true }, values)
+  if not opts then return nil, err end
+  for k, v in pairs(defaults) do
+    if opts[k] == nil then opts[k] = v end
   end
   return opts
 end
@@ -441,34 +461,18 @@ local RECORD_TEXT = "the quick brown fox jumps over the lazy dog again and again
 local RECORD_WORDS = 13 -- RECORD_TEXT's 12 words and the id
 
 local function parse_dispatch_args(args)
-  local opts = { workers = DISPATCH_DEFAULTS.workers }
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^%-%-(%a+)=(.*)$")
-    name = name or a:match("^%-%-(%a+)$")
-    if a == "--json" or a == "--sweep" or a == "--memory" then
-      opts[name] = true
-      i = i + 1
-    elseif name == "workload" then
-      local v = inline or args[i + 1]
+  local opts, err = parse_opts(args, { json = true, sweep = true, memory = true }, {
+    workload = function(v)
       if not WORKLOADS[v or ""] then
         return nil, "--workload needs trivial, records or cpu, got " .. tostring(v)
       end
-      opts.workload = v
-      i = i + (inline and 1 or 2)
-    elseif name == "n" or name == "batch" or name == "workers" or name == "repeat" then
-      local v = inline or args[i + 1]
-      local n = tonumber(v)
-      if not n or n < 1 or n % 1 ~= 0 then
-        return nil, "--" .. name .. " needs an integer >= 1, got " .. tostring(v)
-      end
-      opts[name] = n
-      i = i + (inline and 1 or 2)
-    else
-      return nil, "unknown argument '" .. a .. "'"
-    end
-  end
+      return v
+    end,
+    n = int_arg("n"), batch = int_arg("batch"), workers = int_arg("workers"),
+    ["repeat"] = int_arg("repeat"),
+  })
+  if not opts then return nil, err end
+  opts.workers = opts.workers or DISPATCH_DEFAULTS.workers
   if opts["repeat"] and (opts.sweep or opts.memory) then
     return nil, "--repeat goes with the comparison, not with --sweep or --memory"
   end
@@ -1644,35 +1648,17 @@ local TARGET_PIPE_MEMORY = 1.2 -- peak RSS at 10 N over peak RSS at N
 local PIPE_STAGES = { "prepare", "python", "route" }
 
 local function parse_pipe_args(args)
-  local opts = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local name, inline = a:match("^%-%-(%a+)=(.*)$")
-    name = name or a:match("^%-%-(%a+)$")
-    if a == "--json" then
-      opts.json = true
-      i = i + 1
-    elseif name == "n" then
-      local v = inline or args[i + 1]
-      local n = tonumber(v)
-      if not n or n < 1 or n % 1 ~= 0 then
-        return nil, "--n needs an integer >= 1, got " .. tostring(v)
-      end
-      opts.n = n
-      i = i + (inline and 1 or 2)
-    elseif name == "work" then
-      -- microseconds of Python per item: 0 measures the pipe around trivial
-      -- Python; a few microseconds make Python the slowest stage, as in real use
-      local v = inline or args[i + 1]
+  local opts, err = parse_opts(args, { json = true }, {
+    n = int_arg("n"),
+    -- microseconds of Python per item: 0 measures the pipe around trivial Python; a
+    -- few microseconds make Python the slowest stage, as in real use
+    work = function(v)
       local w = tonumber(v)
       if not w or w < 0 then return nil, "--work needs a number of microseconds >= 0" end
-      opts.work = w
-      i = i + (inline and 1 or 2)
-    else
-      return nil, "unknown argument '" .. a .. "'"
-    end
-  end
+      return w
+    end,
+  })
+  if not opts then return nil, err end
   opts.n = opts.n or PIPE_N
   if opts.work and opts.work > 0 then PIPE_FUNCTION = "work_" .. math.floor(opts.work) end
   return opts

@@ -18,6 +18,19 @@ static int t_pass, t_fail;
     }                                                                   \
   } while (0)
 
+/* CHECK with a printf-style explanation on failure. */
+#define CHECKF(cond, ...)                                                        \
+  do {                                                                           \
+    if (cond) {                                                                  \
+      t_pass++;                                                                  \
+    } else {                                                                     \
+      t_fail++;                                                                  \
+      fprintf(stderr, "%s:%d: check failed: %s\n    ", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, __VA_ARGS__);                                              \
+      fputc('\n', stderr);                                                       \
+    }                                                                            \
+  } while (0)
+
 #define CHECK_STR(a, b) CHECK(strcmp((a), (b)) == 0)
 
 #define TEST_END()                                          \

@@ -19,19 +19,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-/* CHECK with a printf-style explanation on failure. */
-#define CHECKF(cond, ...)                                                        \
-  do {                                                                           \
-    if (cond) {                                                                  \
-      t_pass++;                                                                  \
-    } else {                                                                     \
-      t_fail++;                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s\n    ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                              \
-      fputc('\n', stderr);                                                       \
-    }                                                                            \
-  } while (0)
-
 static lua_State *L;
 static char err[512]; /* the engine passes 512 bytes to sl_codec_encode */
 static sl_buf js, at; /* JSON and attachments of the last encode */

@@ -37,18 +37,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECKF(cond, ...)                                                        \
-  do {                                                                           \
-    if (cond) {                                                                  \
-      t_pass++;                                                                  \
-    } else {                                                                     \
-      t_fail++;                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s\n    ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                              \
-      fputc('\n', stderr);                                                       \
-    }                                                                            \
-  } while (0)
-
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -142,6 +142,8 @@ describe("slither.store", function()
 
         -- mistakes raise, naming them
         assert.truthy(errmsg(st.put, st, "t", true, 1):find("store keys are strings or numbers, got boolean", 1, true))
+        assert.truthy(errmsg(st.delete, st, "t", {}):find("store keys are strings or numbers, got table", 1, true))
+        assert.truthy(errmsg(st.put_many, st, "t", { [true] = 1 }):find("store keys are strings or numbers, got boolean", 1, true))
         assert.truthy(errmsg(st.get, st, "t", {}):find("got table", 1, true))
         assert.truthy(errmsg(st.get, st, "nope", "k"):find("has no table 'nope'", 1, true))
         assert.truthy(errmsg(st.put, st, "t", "k", nil):find("value is nil", 1, true))
