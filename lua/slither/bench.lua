@@ -398,14 +398,11 @@ local function bench_pool(opts)
   local state = { pools = {} }
   local ok, res = pcall(function()
     local ours = {}
-    local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-      if md.pool == "bench" then ours.hello = md.hello end
-    end)
     local pool, err = slither.pool.start{ name = "bench", size = opts.workers,
                                           path = { examples_dir() } }
-    slither.telemetry.detach(id)
     if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
     state.pools[pool] = true
+    ours.hello = pool:hello()
     ours.round_trip = measure_round_trip(pool, opts.calls)
     ours.throughput = measure_throughput(pool, opts.calls)
     pool:stop()
@@ -565,18 +562,13 @@ local function workers_cpu_s(pool)
 end
 
 local function start_dispatch_pool(state, workers)
-  local hello
-  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-    if md.pool == DISPATCH_POOL then hello = md.hello end
-  end)
   local t0 = slither.now()
   local pool, err = slither.pool.start{ name = DISPATCH_POOL, size = workers,
                                         path = { examples_dir() } }
   local ms = slither.now() - t0
-  slither.telemetry.detach(id)
   if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
   state.pools[pool] = true
-  return pool, hello or {}, ms
+  return pool, pool:hello() or {}, ms
 end
 
 local function stop_dispatch_pool(state, pool)
@@ -1288,16 +1280,11 @@ local function redis_python()
 end
 
 local function start_store_pool(state, python)
-  local hello
-  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-    if md.pool == STORE_POOL then hello = md.hello end
-  end)
   local pool, err = slither.pool.start{ name = STORE_POOL, size = 1, python = python,
                                         path = { examples_dir() } }
-  slither.telemetry.detach(id)
   if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
   state.pools[pool] = true
-  return pool, hello or {}
+  return pool, pool:hello() or {}
 end
 
 local function call_one(pool, module, fn, job)
@@ -1789,15 +1776,11 @@ local PIPE_KINDS = { "whole", "prepare", "python", "route" }
 
 local function measure_pipe(state, opts)
   local n = opts.n
-  local hello
-  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-    if md.pool == PIPE_POOL then hello = md.hello end
-  end)
   local pool, err = slither.pool.start{ name = PIPE_POOL, size = PIPE_WORKERS,
                                         path = { examples_dir() } }
-  slither.telemetry.detach(id)
   if not pool then error("starting the pool failed: " .. tostring(err.message), 0) end
   state.pools[pool] = true
+  local hello = pool:hello()
   local codec = pool:stats().codec
   local pipes = make_pipes(PIPE_BATCH)
 

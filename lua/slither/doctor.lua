@@ -81,18 +81,13 @@ local function one_line(msg)
 end
 
 local function start_probe_pool(python)
-  local hello
-  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-    if md.pool == "doctor" then hello = md.hello end
-  end)
   local t0 = slither.now()
   local pool, err = slither.pool.start{
     name = "doctor", size = 1, python = python,
     path = { core.paths().worker .. "/examples" },
   }
   local ms = slither.now() - t0
-  slither.telemetry.detach(id)
-  return pool, err, hello, ms
+  return pool, err, pool and pool:hello(), ms
 end
 
 function M.main(args)

@@ -488,14 +488,10 @@ end
 -- Which of names import in interpreter python: name -> version | false, and the
 -- probe worker's hello. A 1-worker pool asks the real interpreter.
 local function probe(names, pypath, python)
-  local hello
-  local id = slither.telemetry.attach("slither.pool.worker.ready", function(_, _, md)
-    if md.pool == "examples-probe" then hello = md.hello end
-  end)
   local pool, err = slither.pool.start{ name = "examples-probe", size = 1, path = { pypath },
                                         startup_timeout_ms = 30000, python = python }
-  slither.telemetry.detach(id)
   if not pool then return nil, err end
+  local hello = pool:hello()
   local found = {}
   if #names > 0 then
     local vers, cerr = pool:call("doctor_probe", "versions", names, { timeout_ms = 120000 })

@@ -44,9 +44,11 @@ M._check_options = check_options
 
 local views = require("slither.views")
 
-local function forward_events(handle)
+-- last.hello: the hello of the latest worker to start.
+local function forward_events(handle, last)
   handle:on_view(function(...) views.serve(handle, ...) end)
   handle:on_event(function(ev)
+    if ev.name == "worker.ready" and ev.hello then last.hello = ev.hello end
     local measurements = { duration_ms = ev.duration_ms, queued_ms = ev.queued_ms,
                            items = ev.items }
     telemetry.execute("slither.pool." .. ev.name, measurements, ev)
@@ -79,12 +81,14 @@ function M.start(opts)
     copts.env = list
   end
   local handle
+  local last = {}
   local ok, err = task.await(function(cb)
     handle = core.pool_start(copts, cb)
-    forward_events(handle)
+    forward_events(handle, last)
   end)
   if not ok then return nil, err end
-  local self = setmetatable({ name = copts.name, handle = handle, options = opts }, Pool)
+  local self = setmetatable({ name = copts.name, handle = handle, options = opts, last = last },
+                            Pool)
   pools[self.name] = self
   return self
 end
@@ -126,6 +130,12 @@ end
 
 function Pool:stats()
   return self.handle:stats()
+end
+
+-- What the latest worker to start said of itself: python (version), implementation,
+-- executable, free_threaded, gil_enabled, codecs.
+function Pool:hello()
+  return self.last.hello
 end
 
 function Pool:pids()

@@ -16,6 +16,13 @@ describe("slither.pool", function()
     assert.are.equal(1, s.calls)
     assert.are.equal(0, s.errors)
     assert.are.equal(pool, slither.pool.get("test"))
+    -- what the workers said of themselves in their hello
+    local h = pool:hello()
+    assert.truthy(tostring(h.python):match("^3%.%d+"))
+    assert.are.equal("CPython", h.implementation)
+    local f = io.open(h.executable, "rb")
+    assert.truthy(f, "the hello's executable is a file: " .. tostring(h.executable))
+    f:close()
   end)
 
   it("reports a Python exception with its type, message and traceback", function()
