@@ -372,7 +372,7 @@ local function new_run(fname, source, opts)
   -- an interrupted task (Ctrl-C in the REPL) stops this run from launching more,
   -- and its batches in Python are cancelled (their workers are replaced)
   self.calls = {}
-  task.on_cancel(function()
+  self.cancel_off = task.on_cancel(function()
     self.closed = true
     if o.executor == "python" then
       for _, id in pairs(self.calls) do o.pool.handle:cancel(id) end
@@ -643,8 +643,10 @@ function Run:fill()
   end
 end
 
--- Key groups are run-scoped sessions: drop their bindings and worker state.
+-- The run is over: its task no longer needs to stop it, and key groups, which
+-- are run-scoped sessions, drop their bindings and worker state.
 function Run:release()
+  self.cancel_off()
   if self.o.executor ~= "python" then return end
   for s in pairs(self.key_sessions) do self.o.pool.handle:release_session(s) end
   self.key_sessions = {}
@@ -732,6 +734,7 @@ function M.stream(source, opts)
   local function advance()
     while head > tail do
       if run.halted and run.inflight == 0 then
+        run:release()
         local err = run.err
         err.report = run.report
         error(setmetatable(err, { __tostring = function(e)
@@ -789,6 +792,7 @@ end
 -- Stop pulling input; batches in flight finish, their results are dropped.
 function Stream:close()
   self.run.closed = true
+  self.run.cancel_off()
 end
 
 function Stream:report()

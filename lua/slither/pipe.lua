@@ -28,6 +28,7 @@ local telemetry = require("slither.telemetry")
 local M = {}
 local AGAIN = dispatch.AGAIN
 local coerce = item_mod.coerce
+local table_new = require("table.new")
 
 local SIDE_MAX = 64 -- routed items held for the consumer before the chain pauses
 
@@ -118,6 +119,9 @@ end
 
 function Builder:output(name)
   if type(name) ~= "string" or name == "" then bad(self.name, "an output needs a name") end
+  if name == "default" then
+    bad(self.name, "output 'default' is always there: items no router claims land in it")
+  end
   if self.outputs[name] then bad(self.name, "output '%s' is declared twice", name) end
   self.outputs[name] = true
   self.output_list[#self.output_list + 1] = name
@@ -207,14 +211,20 @@ local function stage_error(stage, kind, message, item)
   return { kind = kind, stage = stage, message = message, item_id = item and item.id }
 end
 
--- A running pipe: the chain of stage pulls, the side queue, counts.
-local function new_run(pipe, input, opts)
+-- A running pipe: the chain of stage pulls, the side queue, counts. With
+-- `outputs` (run_pipe) routed items go straight into those buckets.
+local function new_run(pipe, input, opts, outputs)
   opts = opts or {}
   if type(opts) ~= "table" then error("slither.run_pipe: options must be a table", 3) end
   for k in pairs(opts) do
     if k ~= "session" and k ~= "metadata" then
       error("slither.run_pipe: unknown option '" .. tostring(k) .. "' (expected session, metadata)", 3)
     end
+  end
+  local mt = type(input) == "table" and getmetatable(input)
+  local list = type(input) == "table" and not mt
+  if not list and type(input) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
   end
   run_seq = run_seq + 1
   local r = {
@@ -236,62 +246,106 @@ local function new_run(pipe, input, opts)
     r.stores[def.name] = s
     s:open_session(r.session)
   end
-  -- routed items wait here for the consumer (two arrays: no table per item)
-  local side_out, side_item = r.side_out, r.side_item
+  -- What the run's closures hold is let go when it ends: a compiled trace may
+  -- keep a closure, and so all it refers to, alive after the run (see r.finish).
+  local drops = {}
+  r.drops = drops
+  -- Outputs by number: 1 is "default", then the declared ones in order.
+  local out_names, out_index = { "default" }, { default = 1 }
+  for i, name in ipairs(pipe.output_list) do
+    out_names[i + 1], out_index[name] = name, i + 1
+  end
   -- Routing counts are kept per route in arrays (routers) and summed into the
   -- report's per-output and per-route counts when it is built.
   r.route_counts = {} -- stage name -> { [k] = items routed by route k }
   r.failed_routed = {} -- output -> items routed there by an error policy
   r.default_n = 0
-  local function side_push(out, it)
-    local t = r.side_tail + 1
-    r.side_tail = t
-    side_out[t], side_item[t] = out, it
+  -- Where routed items go: run_pipe (outputs given) appends them straight to
+  -- their buckets; stream_pipe queues them, output number and item in two
+  -- arrays, for its consumer to take in arrival order.
+  local side_out, side_item = r.side_out, r.side_item
+  local sink, side_full
+  if outputs then
+    local buckets, blen = {}, {}
+    for d, name in ipairs(out_names) do
+      buckets[d], blen[d] = outputs[name], #outputs[name]
+    end
+    r.buckets, r.blen = buckets, blen
+    drops[#drops + 1] = function()
+      for d in pairs(buckets) do buckets[d] = nil end
+    end
+    sink = function(d, it)
+      local l = blen[d] + 1
+      blen[d] = l
+      buckets[d][l] = it
+    end
+    side_full = function() return false end
+  else
+    sink = function(d, it)
+      local t = r.side_tail + 1
+      r.side_tail = t
+      side_out[t], side_item[t] = d, it
+    end
+    side_full = function() return r.side_tail - r.side_head + 1 >= SIDE_MAX end
   end
   local function route_failed(out, it)
     r.failed_routed[out] = (r.failed_routed[out] or 0) + 1
-    side_push(out, it)
+    sink(out_index[out], it)
   end
 
   -- The chain passes lists of items ("chunks"), so each stage pays per chunk and
   -- its per-item work is a tight loop. Every stage function returns a non-empty
-  -- chunk, nil at the end, or AGAIN.
+  -- chunk, nil at the end, or AGAIN. A chunk is good until its consumer pulls
+  -- the next one: the source refills one table, and the Lua stages and routers
+  -- move the items they pass on down in the chunk they were given. No chunk
+  -- reaches user code.
   local CHUNK = 256
+  local sbuf = table_new(CHUNK, 0)
+  local function src_end(k) -- clear what a longer chunk left past k
+    k = k + 1
+    while sbuf[k] ~= nil do
+      sbuf[k] = nil
+      k = k + 1
+    end
+  end
   local src
-  if type(input) == "table" and not getmetatable(input) then
+  local held = input -- the caller's list or iterator, dropped at the end
+  drops[#drops + 1] = function()
+    held = nil
+    src_end(0)
+  end
+  if list then
     local i, n = 0, #input
     src = function()
       if i >= n then return nil end
-      local out, k = {}, 0
+      local xs, k = held, 0
       local stop = math.min(n, i + CHUNK)
       for j = i + 1, stop do
         k = k + 1
-        out[k] = coerce(input[j])
+        sbuf[k] = coerce(xs[j])
       end
       i = stop
-      return out
+      src_end(k)
+      return sbuf
     end
-  elseif type(input) == "function" or (type(input) == "table" and getmetatable(input) and
-      getmetatable(input).__call) then
+  else
     local done = false
     src = function()
       if done then return nil end
-      local out, k = {}, 0
+      local iter, k = held, 0
       while k < CHUNK do
-        local v = input()
+        local v = iter()
         if v == nil then done = true break end
         if v == AGAIN then break end
         k = k + 1
-        out[k] = coerce(v)
+        sbuf[k] = coerce(v)
       end
+      src_end(k)
       if k == 0 then return not done and AGAIN or nil end
-      return out
+      return sbuf
     end
-  else
-    error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
   end
 
-  local function side_full() return r.side_tail - r.side_head + 1 >= SIDE_MAX end
 
   local up = src
   for idx, st in ipairs(pipe.stages) do
@@ -313,48 +367,53 @@ local function new_run(pipe, input, opts)
     end
     if st.kind == "lua" and st.opts.handler then
       local handler, many = st.opts.handler, st.opts.cardinality == "many"
-      up = function()
-        while true do
-          local chunk = prev()
-          if chunk == nil or chunk == AGAIN then return chunk end
-          local out, n = {}, 0
-          local nchunk = #chunk
-          c["in"] = c["in"] + nchunk
-          -- One pcall per chunk, not per item: the loop runs unprotected, and
-          -- when a handler raises, that item is handled and the loop resumes
-          -- after it.
-          local i = 0
-          local function loop()
-            while i < nchunk do
-              i = i + 1
-              local it = chunk[i]
-              local res, why = handler(it, ctx)
-              if res ~= nil and not many and getmetatable(res) ~= Skip then
-                it.payload = res
-                n = n + 1
-                out[n] = it
-              elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
-                c.skipped = c.skipped + 1
-              elseif res == nil then
-                failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
-                  "slither.skip(reason) to drop an item)", it))
-              elseif type(res) ~= "table" then
-                failed(it, stage_error(st.name, "stage_error",
-                  "a cardinality = \"many\" handler must return a list", it))
-              else
-                for _, v in ipairs(res) do
-                  n = n + 1
-                  out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
-                end
-              end
+      -- The chunk in hand. One pcall per chunk, not per item: the loop runs
+      -- unprotected, and when a handler raises, that item is handled and the
+      -- loop resumes after it. With one result per item, the items passed on
+      -- move down in the same table (an item is read before its slot is reused).
+      local chunk, i, nchunk, out, n
+      drops[#drops + 1] = function() chunk, out = nil, nil end
+      local function loop()
+        while i < nchunk do
+          i = i + 1
+          local it = chunk[i]
+          local res, why = handler(it, ctx)
+          if res ~= nil and not many and getmetatable(res) ~= Skip then
+            it.payload = res
+            n = n + 1
+            out[n] = it
+          elseif getmetatable(res) == Skip or (res == nil and getmetatable(why) == Skip) then
+            c.skipped = c.skipped + 1
+          elseif res == nil then
+            failed(it, stage_error(st.name, "stage_error", "handler returned nil (return " ..
+              "slither.skip(reason) to drop an item)", it))
+          elseif type(res) ~= "table" then
+            failed(it, stage_error(st.name, "stage_error",
+              "a cardinality = \"many\" handler must return a list", it))
+          else
+            for _, v in ipairs(res) do
+              n = n + 1
+              out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
             end
           end
+        end
+      end
+      up = function()
+        while true do
+          chunk = prev()
+          if chunk == nil or chunk == AGAIN then return chunk end
+          i, nchunk, n = 0, #chunk, 0
+          out = many and {} or chunk
+          c["in"] = c["in"] + nchunk
           while i < nchunk do
             local ok, err = pcall(loop)
             if not ok then
               if getmetatable(err) == Halt then error(err, 0) end
               failed(chunk[i], stage_error(st.name, "stage_error", tostring(err), chunk[i]))
             end
+          end
+          if not many then
+            for j = n + 1, nchunk do chunk[j] = nil end
           end
           c.out = c.out + n
           if n > 0 then return out end
@@ -427,6 +486,7 @@ local function new_run(pipe, input, opts)
       end
       -- dispatch pulls single items: hand them out of the upstream chunks
       local buf, bi, bn = nil, 0, 0
+      drops[#drops + 1] = function() buf = nil end
       local function item_source()
         if bi >= bn then
           local chunk = prev()
@@ -487,46 +547,42 @@ local function new_run(pipe, input, opts)
         preds[k], names[k], counts[k] = routes[k][1], routes[k][2], 0
       end
       r.route_counts[st.name] = counts
+      local dests = {}
+      for k = 1, nroutes do dests[k] = out_index[names[k]] end
+      -- one pcall per chunk, as in the Lua stage; items that go on to the next
+      -- stage move down in the chunk
+      local chunk, i, nchunk, n, passed, defaults
+      drops[#drops + 1] = function() chunk = nil end
+      local function loop()
+        while i < nchunk do
+          i = i + 1
+          local it = chunk[i]
+          local k = 1
+          while k <= nroutes do
+            if preds[k](it) then break end
+            k = k + 1
+          end
+          passed = passed + 1
+          if k <= nroutes then
+            it.route = names[k]
+            counts[k] = counts[k] + 1
+            sink(dests[k], it)
+          elseif last then
+            it.route = "default"
+            defaults = defaults + 1
+            sink(1, it)
+          else
+            n = n + 1
+            chunk[n] = it
+          end
+        end
+      end
       up = function()
         while true do
-          local chunk = prev()
+          chunk = prev()
           if chunk == nil or chunk == AGAIN then return chunk end
-          local nchunk = #chunk
+          i, nchunk, n, passed, defaults = 0, #chunk, 0, 0, 0
           c["in"] = c["in"] + nchunk
-          local out, n, passed, defaults = {}, 0, 0, 0
-          local i = 0
-          -- one pcall per chunk, as in the Lua stage; the side queue is written
-          -- here directly (this is the per-item path of every routed item)
-          local function loop()
-            local t = r.side_tail
-            while i < nchunk do
-              i = i + 1
-              local it = chunk[i]
-              local dest, k = nil, 1
-              while k <= nroutes do
-                if preds[k](it) then dest = k break end
-                k = k + 1
-              end
-              passed = passed + 1
-              if dest then
-                local name = names[dest]
-                it.route = name
-                counts[dest] = counts[dest] + 1
-                t = t + 1
-                side_out[t], side_item[t] = name, it
-                r.side_tail = t
-              elseif last then
-                it.route = "default"
-                defaults = defaults + 1
-                t = t + 1
-                side_out[t], side_item[t] = "default", it
-                r.side_tail = t
-              else
-                n = n + 1
-                out[n] = it
-              end
-            end
-          end
           while i < nchunk do
             local ok, err = pcall(loop)
             if not ok then
@@ -534,9 +590,10 @@ local function new_run(pipe, input, opts)
               failed(chunk[i], stage_error(st.name, "route_error", tostring(err), chunk[i]))
             end
           end
+          for j = n + 1, nchunk do chunk[j] = nil end
           c.out = c.out + passed
           r.default_n = r.default_n + defaults
-          if n > 0 then return out end
+          if n > 0 then return chunk end
           if side_full() then return AGAIN end
         end
       end
@@ -544,20 +601,21 @@ local function new_run(pipe, input, opts)
   end
   r.last = up
 
-  -- next(): output name and item, or nil at the end
+  -- next(): output name and item, or nil at the end (stream_pipe)
   local chunk, ci = nil, 0
+  drops[#drops + 1] = function() chunk = nil end
   function r.next()
     while true do
       if r.side_head <= r.side_tail then
         local h = r.side_head
-        local out, it = side_out[h], side_item[h]
+        local d, it = side_out[h], side_item[h]
         side_out[h], side_item[h] = nil, nil
         if h == r.side_tail then
           r.side_head, r.side_tail = 1, 0 -- empty: start again at 1
         else
           r.side_head = h + 1
         end
-        return out, it
+        return out_names[d], it
       end
       if chunk and ci < #chunk then
         ci = ci + 1
@@ -576,36 +634,25 @@ local function new_run(pipe, input, opts)
     end
   end
 
-  -- run_pipe's consumer: everything into the output buckets, a chunk at a time
-  function r.drain(outputs)
-    local default = outputs.default
-    local nd = #default
-    local lens = {} -- bucket lengths, so no # on big tables per item
-    for name, bucket in pairs(outputs) do lens[name] = #bucket end
+  -- run_pipe's consumer: routed items are already in their buckets; what comes
+  -- out of the last stage goes into "default", a chunk at a time
+  function r.drain()
+    local default, blen = r.buckets[1], r.blen
     while true do
-      local h, t = r.side_head, r.side_tail
-      for k = h, t do
-        local o = side_out[k]
-        local n = lens[o] + 1
-        lens[o] = n
-        outputs[o][n] = side_item[k]
-        side_out[k], side_item[k] = nil, nil
-      end
-      -- start again at 1: indices that only grow would push the queue's tables
-      -- out of their array part and into rehashing
-      r.side_head, r.side_tail = 1, 0
-      if r.ended then return end
       local ch = r.last()
       if ch == nil then
         r.ended = true
-      elseif ch ~= AGAIN then
-        for k = 1, #ch do
+        return
+      end
+      if ch ~= AGAIN then
+        local nd, nch = blen[1], #ch
+        for k = 1, nch do
           local it = ch[k]
           it.route = "default"
-          nd = nd + 1
-          default[nd] = it
+          default[nd + k] = it
         end
-        r.default_n = r.default_n + #ch
+        blen[1] = nd + nch
+        r.default_n = r.default_n + nch
       end
     end
   end
@@ -620,6 +667,9 @@ local function new_run(pipe, input, opts)
       local p = pool_mod.get(name)
       if p then p:release_session(r.session) end
     end
+    for _, drop in ipairs(r.drops) do drop() end
+    for k = r.side_head, r.side_tail do side_out[k], side_item[k] = nil, nil end
+    r.side_head, r.side_tail, r.buckets = 1, 0, nil
   end
 
   function r.report()
@@ -653,15 +703,15 @@ end
 -- slither.run_pipe(pipe, input, opts) -> outputs, report | nil, err, partial
 function M.run_pipe(pipe, input, opts)
   if getmetatable(pipe) ~= Pipe then error("slither.run_pipe: expected a pipe from slither.pipe", 2) end
-  local r = new_run(pipe, input, opts)
   local outputs = outputs_table(pipe)
+  local r = new_run(pipe, input, opts, outputs)
   local t0 = core.now()
   event("slither.pipe.run.start", {}, { pipe = pipe.name, run_id = r.id, session = r.session })
   for _, st in ipairs(pipe.stages) do
     event("slither.pipe.stage.start", {}, { pipe = pipe.name, run_id = r.id, stage = st.name,
                                             session = r.session })
   end
-  local ok, err = pcall(r.drain, outputs)
+  local ok, err = pcall(r.drain)
   r.finish()
   local report = r.report()
   report.duration_ms = core.now() - t0

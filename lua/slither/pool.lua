@@ -121,11 +121,16 @@ function Pool:call(module, fn, payloads, opts)
   end
   opts = check_options("pool:call", opts, CALL_OPTIONS)
   local handle = self.handle
-  return task.await(function(cb)
+  local off
+  local function done(...)
+    if off then off() end
+    return ...
+  end
+  return done(task.await(function(cb)
     local id = handle:call(module, fn, payloads, opts.session, opts.timeout_ms, nil, false, cb)
     -- an interrupted task does not leave its worker busy
-    if id then task.on_cancel(function() handle:cancel(id) end) end
-  end)
+    if id then off = task.on_cancel(function() handle:cancel(id) end) end
+  end))
 end
 
 function Pool:stats()

@@ -132,11 +132,24 @@ function Task:cancel(reason)
 end
 
 -- Register a cleanup for the current task's cancellation (no-op outside tasks).
+-- Returns a function that unregisters it: work that ends before its task must
+-- call it, or the task keeps the hook, and all the hook refers to, until it ends.
+local function no_op() end
 function M.on_cancel(fn)
   local t = M.current()
-  if not t then return end
-  t.cancel_hooks = t.cancel_hooks or {}
-  t.cancel_hooks[#t.cancel_hooks + 1] = fn
+  if not t then return no_op end
+  local hooks = t.cancel_hooks or {}
+  t.cancel_hooks = hooks
+  hooks[#hooks + 1] = fn
+  return function()
+    if t.cancel_hooks ~= hooks then return end -- cancelled: the hooks have run
+    for i = #hooks, 1, -1 do -- most often the latest one
+      if hooks[i] == fn then
+        table.remove(hooks, i)
+        return
+      end
+    end
+  end
 end
 
 -- Run fn as the main task and drive the loop until it ends.

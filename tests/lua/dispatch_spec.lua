@@ -344,6 +344,34 @@ describe("slither.dispatch", function()
     end
   end)
 
+  it("lets go of a finished run inside a long task", function()
+    H.pool{ name = "default", size = 2 }
+    -- a task registers each run and call to be stopped if it is cancelled; a run
+    -- or call that has ended must not stay registered, holding its results
+    local held = setmetatable({}, { __mode = "k" })
+    local t = slither.spawn(function()
+      for _ = 1, 3 do
+        local res = assert(slither.dispatch.run(range(300), {
+          module = "sl_dispatch_mod", ["function"] = "double", batch_size = 50 }))
+        held[res] = "dispatch results"
+        local s = slither.dispatch.stream(range(300), {
+          module = "sl_dispatch_mod", ["function"] = "double", batch_size = 50 })
+        for _ in s.next do end
+        held[s] = "a finished stream"
+        local r = assert(slither.pool.get("default"):call("sl_dispatch_mod", "double",
+          { 1, 2, 3 }))
+        held[r] = "call results"
+      end
+      return true
+    end)
+    assert.is_true((t:join()))
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local left = {}
+    for _, what in pairs(held) do left[#left + 1] = what end
+    assert.are.same({}, left)
+  end)
+
   it("validates options, naming the one that is wrong", function()
     local pool = H.pool{ size = 1 }
     local function msg(opts)

@@ -107,6 +107,42 @@ describe("slither.pipe", function()
       p:stage("a", "lua", { handler = print })
       p:on_error("a", { route = "missing" })
     end):find("undeclared output 'missing'", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("a", "lua", { handler = print })
+      p:output("default")
+    end):find("output 'default' is always there", 1, true))
+  end)
+
+  it("lets go of its input and outputs when a run ends, compiled or not", function()
+    H.pool{ name = "default", size = 2 }
+    local P = slither.pipe("lets_go", function(p)
+      p:stage("prepare", "lua", { handler = function(item) return item.payload * 3 end })
+      p:stage("py", "python", { module = "sl_dispatch_mod", ["function"] = "double",
+                                batch_size = 256 })
+      p:stage("route", "router", { routes = { { function(it) return it.payload % 4 == 0 end,
+                                                "fours" } } })
+      p:output("fours")
+    end)
+    -- Enough runs and items for the stage loops to be compiled: a compiled trace
+    -- can keep a run's closures alive, and they must hold nothing by then.
+    local held = setmetatable({}, { __mode = "k" })
+    for _ = 1, 4 do
+      local input = range(20000)
+      local out, rep = slither.run_pipe(P, input)
+      assert.are.equal(10000, #out.fours)
+      assert.are.equal(10000, #out.default)
+      assert.are.equal(20000, rep.stages.route["in"])
+      held[input], held[out], held[out.fours[1]] = "input", "outputs", "an item"
+      local s = slither.stream_pipe(P, range(600))
+      assert.is_not_nil(s.next())
+      s:close()
+      held[s] = "a closed stream"
+    end
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local left = {}
+    for _, what in pairs(held) do left[#left + 1] = what end
+    assert.are.same({}, left)
   end)
 
   it("halts with partial results, and skips or routes failures per stage", function()
