@@ -77,6 +77,32 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("--repeat goes with the comparison", r.stderr)
 
+    def test_bench_pipe_measures_the_overlap_with_and_without_python_work(self):
+        # A functional check of the benchmark program: every run's outputs are
+        # checked item by item inside it, and both overlap figures are reported.
+        import json
+        r = self.run_slither("bench", "pipe", "--n", "3000", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual((m["benchmark"], m["n"]), ("pipe", 3000))
+        self.assertEqual(m["counts"], {"even": 1500, "odd": 1500})
+        self.assertEqual(m["overlap"]["work_us"], 1)
+        self.assertEqual(m["overlap_no_work"]["work_us"], 0)
+        for kind in ("whole", "python", "prepare", "route", "whole_work", "python_work"):
+            self.assertEqual(len(m["runs_ms"][kind]), 3, kind)
+        self.assertEqual(m["overlap"]["whole_s"], m["best"]["whole_work"]["wall_s"])
+        t = m["targets"]["whole_within_slowest_stage"]
+        self.assertEqual((t["python_work_us"], t["ratio"]), (1, m["overlap"]["ratio"]))
+        self.assertEqual(m["memory"]["runs"][1]["n"], 30000)
+        r = self.run_slither("bench", "pipe", "--n", "2000", "--work", "0", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        self.assertEqual(m["overlap"]["work_us"], 0)
+        self.assertNotIn("whole_work", m["best"])
+        r = self.run_slither("bench", "pipe", "--work", "1.5")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--work needs a whole number of microseconds >= 0", r.stderr)
+
     def test_script_runs_with_arguments_and_workers(self):
         path = script(f"""
             local slither = require("slither")
