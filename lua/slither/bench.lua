@@ -2061,6 +2061,10 @@ function M.main(args)
     return 0
   end
   local cmd = SUBCOMMANDS[sub]
+  if cmd and (args[2] == "-h" or args[2] == "--help") then
+    io.write(USAGE)
+    return 0
+  end
   if not cmd then
     if sub then io.stderr:write("slither bench: unknown subcommand '" .. sub .. "'\n\n") end
     io.stderr:write(USAGE)
