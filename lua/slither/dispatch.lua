@@ -487,6 +487,7 @@ local function on_result(b, ok, err, info)
     mark_failed(run, b.items, err)
     finish_batch(b)
   elseif type(final) == "table" and final.route then
+    b.own = false
     local rok, res = pcall(final.route, b.items, err)
     if rok and type(res) == "table" and #res == #b.items then
       for i, it in ipairs(b.items) do it.payload = res[i] end
@@ -599,7 +600,11 @@ function Run:deliver(b)
   local items = b.items
   local ok = 0
   if next(failed) == nil then
-    for i = 1, #items do out(items[i]) end
+    if b.own and self.out_list then
+      self.out_list(items) -- a list no one else holds goes on whole
+    else
+      for i = 1, #items do out(items[i]) end
+    end
     ok = #items
   else
     for i = 1, #items do
@@ -637,8 +642,11 @@ function Run:fill()
     self.report.batches = self.report.batches + 1
     self.inflight = self.inflight + 1
     counters.batches_in_flight = counters.batches_in_flight + 1
+    -- fixed and weighted batches are lists made here, which no user code sees
+    -- unless an error policy hands them to a route function
     launch({ run = self, items = b, index = self.launched, attempt = 1,
-             session = b.session or self.o.session, sticky = b.key ~= nil })
+             session = b.session or self.o.session, sticky = b.key ~= nil,
+             own = self.strategy_name == "fixed" or self.strategy_name == "weighted" })
     if b.key ~= nil then self.key_sessions[b.session] = true end
   end
 end
@@ -726,13 +734,46 @@ Stream.__index = Stream
 -- message and report.
 function M.stream(source, opts)
   local run = new_run("slither.dispatch.stream", source, opts)
-  local q, head, tail = {}, 1, 0
-  run.out = function(it) tail = tail + 1; q[tail] = it end
-  run.queued = function() return tail - head + 1 end
+  -- Results wait in lists, oldest first: a finished batch's own list when it
+  -- goes on whole, else `open`, the list single items are added to.
+  local cq, cqh, cqt, open, queued = {}, 1, 0, nil, 0
+  local function enqueue(list)
+    cqt = cqt + 1
+    cq[cqt] = list
+  end
+  run.out = function(it)
+    if not open then
+      open = {}
+      enqueue(open)
+    end
+    open[#open + 1] = it
+    queued = queued + 1
+  end
+  run.out_list = function(list)
+    open = nil
+    enqueue(list)
+    queued = queued + #list
+  end
+  local function take()
+    local list = cq[cqh]
+    cq[cqh] = nil
+    if cqh == cqt then
+      cqh, cqt = 1, 0 -- empty: indices that only grow would make cq rehash
+    else
+      cqh = cqh + 1
+    end
+    if list == open then open = nil end
+    return list
+  end
+  run.queued = function() return queued end
+  run.drop_queued = function()
+    while cqt >= cqh do take() end
+    queued = 0
+  end
   local s = setmetatable({ run = run, queued = run.queued }, Stream)
   -- Run until something is queued; nil at the end, AGAIN when the input says so.
   local function advance()
-    while head > tail do
+    while queued == 0 do
       if run.halted and run.inflight == 0 then
         run:release()
         local err = run.err
@@ -747,40 +788,42 @@ function M.stream(source, opts)
       end
       run.starved = false
       run:fill()
-      if head > tail and run.inflight == 0 and run.starved then return AGAIN end
-      if head > tail and not run:finished() then run:wait() end
+      if queued == 0 and run.inflight == 0 and run.starved then return AGAIN end
+      if queued == 0 and not run:finished() then run:wait() end
     end
     return true
   end
+  local cur, ci = nil, 0 -- the list being handed out one item at a time
   s.next = function()
-    if head > tail then
+    if queued == 0 then
       local r = advance()
       if r ~= true then return r end
     end
-    local it = q[head]
-    q[head] = nil
-    if head == tail then
-      head, tail = 1, 0 -- empty: indices that only grow would make q rehash
-    else
-      head = head + 1
-    end
+    if not cur or ci >= #cur then cur, ci = take(), 0 end
+    ci = ci + 1
+    queued = queued - 1
+    local it = cur[ci]
+    if ci >= #cur then cur = nil end
     return it
   end
-  -- Every result ready now, as one list (at least one item), or nil / AGAIN:
-  -- a consumer that works on lists pays per batch, not per item.
+  -- The next list of results (at least one item), or nil / AGAIN: a consumer
+  -- that works on lists pays per batch, not per item. The list is the
+  -- consumer's to keep or change.
   s.next_chunk = function()
-    if head > tail then
+    if queued == 0 then
       local r = advance()
       if r ~= true then return r end
     end
-    local out, n = {}, 0
-    for i = head, tail do
-      n = n + 1
-      out[n] = q[i]
-      q[i] = nil
+    local list
+    if cur and ci < #cur then -- the rest of a list next() began
+      list = {}
+      for i = ci + 1, #cur do list[#list + 1] = cur[i] end
+      cur = nil
+    else
+      list = take()
     end
-    head, tail = 1, 0
-    return out
+    queued = queued - #list
+    return list
   end
   return s
 end
@@ -793,6 +836,7 @@ end
 function Stream:close()
   self.run.closed = true
   self.run.cancel_off()
+  self.run.drop_queued()
 end
 
 function Stream:report()

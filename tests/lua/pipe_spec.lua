@@ -125,6 +125,9 @@ describe("slither.pipe", function()
     end)
     -- Enough runs and items for the stage loops to be compiled: a compiled trace
     -- can keep a run's closures alive, and they must hold nothing by then.
+    local Plain = slither.pipe("lets_go_plain", function(p) -- everything into default
+      p:stage("prepare", "lua", { handler = function(item) return item.payload * 3 end })
+    end)
     local held = setmetatable({}, { __mode = "k" })
     for _ = 1, 4 do
       local input = range(20000)
@@ -132,7 +135,10 @@ describe("slither.pipe", function()
       assert.are.equal(10000, #out.fours)
       assert.are.equal(10000, #out.default)
       assert.are.equal(20000, rep.stages.route["in"])
-      held[input], held[out], held[out.fours[1]] = "input", "outputs", "an item"
+      held[input], held[out.fours], held[out.default[1]] = "input", "outputs", "an item"
+      local plain = assert(slither.run_pipe(Plain, range(20000)))
+      assert.are.equal(60000, plain.default[20000].payload)
+      held[plain.default] = "the output of a pipe without routes"
       local s = slither.stream_pipe(P, range(600))
       assert.is_not_nil(s.next())
       s:close()
