@@ -540,6 +540,7 @@ local function new_run(pipe, input, opts, outputs)
       local pool = o.pool or "default"
       r.pools[type(pool) == "table" and pool.name or pool] = true
       local rep = s:report()
+      c.retries = 0 -- batches sent again by a retry policy
       local seen_failed = 0
       local route = type(policy) == "table" and (policy.route or
         (type(policy.fallback) == "table" and policy.fallback.route))
@@ -563,6 +564,7 @@ local function new_run(pipe, input, opts, outputs)
             route_failed(route, f.item)
           end
         end
+        c.retries = rep.retries
         if chunk ~= nil and chunk ~= AGAIN then c.out = c.out + #chunk end
         return chunk
       end

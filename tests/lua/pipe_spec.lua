@@ -193,6 +193,43 @@ describe("slither.pipe", function()
     assert.are.same({ "python", "stage_error" }, kinds)
   end)
 
+  it("retries a Python stage by its retry policy, then falls back", function()
+    local flag = os.tmpname() -- the first worker to see it dies mid-batch
+    H.pool{ name = "default", size = 2, env = { SLITHER_DIE_FLAG = flag } }
+    local P = slither.pipe("retrying", function(p)
+      p:stage("py", "python", { module = "sl_dispatch_mod", ["function"] = "die_once",
+                                batch_size = 10 })
+      p:on_error("py", { retry = { max_attempts = 3, backoff_ms = 10, on = { "worker_crashed" } } })
+    end)
+    local out, rep = slither.run_pipe(P, range(100))
+    assert(out, rep and rep.message)
+    local want, seen = {}, {}
+    for i = 1, 100 do want[i] = i + 1 end
+    assert.are.same(want, payloads(out.default)) -- nothing lost, nothing twice
+    for _, it in ipairs(out.default) do
+      assert.is_nil(seen[it.id])
+      seen[it.id] = true
+    end
+    assert.are.equal(1, rep.stages.py.retries)
+    assert.are.equal(0, rep.stages.py.failed)
+
+    -- retries used up: the fallback routes the batch's items to an output
+    local Q = slither.pipe("retry_then_route", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 2 })
+      p:output("failed")
+      p:on_error("py", { retry = { max_attempts = 2, backoff_ms = 0 },
+                         fallback = { route = "failed" } })
+    end)
+    local out2, rep2 = slither.run_pipe(Q, { 1, 2, -3, 4, 5, 6 })
+    assert.are.same({ 2, 4, 10, 12 }, payloads(out2.default))
+    assert.are.same({ -3, 4 }, payloads(out2.failed))
+    assert.are.equal("python", out2.failed[1].meta.error.kind)
+    assert.are.equal(1, rep2.stages.py.retries)
+    assert.are.equal(2, rep2.stages.py.failed)
+    assert.are.equal(2, rep2.routing.failed)
+  end)
+
   local function session_pipe(Store)
     return slither.pipe("sessions", function(p)
       p:store(Store)
