@@ -218,8 +218,8 @@ local function stage_error(stage, kind, message, item)
   return { kind = kind, stage = stage, message = message, item_id = item and item.id }
 end
 
--- A running pipe: the chain of stage pulls, the side queue, counts. With
--- `outputs` (run_pipe) routed items go straight into those buckets.
+-- A running pipe: the chain of stage pulls, where items go as they leave, counts.
+-- With `outputs` (run_pipe) they go to those buckets, else to stream_pipe's queue.
 local function new_run(pipe, input, opts, outputs)
   opts = opts or {}
   if type(opts) ~= "table" then error("slither.run_pipe: options must be a table", 3) end
@@ -397,10 +397,9 @@ local function new_run(pipe, input, opts, outputs)
     end
     if st.kind == "lua" and st.opts.handler then
       local handler, many = st.opts.handler, st.opts.cardinality == "many"
-      -- The chunk in hand. One pcall per chunk, not per item: the loop runs
-      -- unprotected, and when a handler raises, that item is handled and the
-      -- loop resumes after it. With one result per item, the items passed on
-      -- move down in the same table (an item is read before its slot is reused).
+      -- A handler that raises fails its item alone. (A pcall per item, with the
+      -- loop's state in locals, is cheaper under LuaJIT than one per chunk with
+      -- the state in upvalues, which resuming after an error would need.)
       local held -- the chunk in hand, dropped at the end
       drops[#drops + 1] = function() held = nil end
       up = function()
