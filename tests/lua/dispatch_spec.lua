@@ -348,7 +348,7 @@ describe("slither.dispatch", function()
     H.pool{ name = "default", size = 2 }
     -- a task registers each run and call to be stopped if it is cancelled; a run
     -- or call that has ended must not stay registered, holding its results
-    local held = setmetatable({}, { __mode = "k" })
+    local held = H.weak()
     local t = slither.spawn(function()
       for _ = 1, 3 do
         local res = assert(slither.dispatch.run(range(300), {
@@ -365,11 +365,7 @@ describe("slither.dispatch", function()
       return true
     end)
     assert.is_true((t:join()))
-    collectgarbage("collect")
-    collectgarbage("collect")
-    local left = {}
-    for _, what in pairs(held) do left[#left + 1] = what end
-    assert.are.same({}, left)
+    H.assert_collected(held)
   end)
 
   it("validates options, naming the one that is wrong", function()

@@ -128,7 +128,7 @@ describe("slither.pipe", function()
     local Plain = slither.pipe("lets_go_plain", function(p) -- everything into default
       p:stage("prepare", "lua", { handler = function(item) return item.payload * 3 end })
     end)
-    local held = setmetatable({}, { __mode = "k" })
+    local held = H.weak()
     for _ = 1, 4 do
       local input = range(20000)
       local out, rep = slither.run_pipe(P, input)
@@ -144,11 +144,7 @@ describe("slither.pipe", function()
       s:close()
       held[s] = "a closed stream"
     end
-    collectgarbage("collect")
-    collectgarbage("collect")
-    local left = {}
-    for _, what in pairs(held) do left[#left + 1] = what end
-    assert.are.same({}, left)
+    H.assert_collected(held)
   end)
 
   it("halts with partial results, and skips or routes failures per stage", function()
