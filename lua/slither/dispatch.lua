@@ -185,23 +185,27 @@ M._check_options = check_options
 -- ---- sources and strategies ---------------------------------------------------
 
 -- A source is a list, an iterator function or a stream; it becomes a function
--- that returns the next item or nil.
+-- that returns the next item or nil, and a function that lets go of the source
+-- (a compiled trace may keep the first function alive after the run).
 local function make_source(fname, src)
+  local held = src
+  local function drop() held = nil end
   local mt = type(src) == "table" and getmetatable(src)
   if type(src) == "function" or (mt and mt.__call) then
     return function()
-      local v = src()
+      if held == nil then return nil end
+      local v = held()
       if v == nil or v == AGAIN then return v end
       return coerce(v)
-    end
+    end, drop
   end
   if type(src) == "table" then
     local i, n = 0, #src
     return function()
-      if i >= n then return nil end
+      if i >= n or held == nil then return nil end
       i = i + 1
-      return coerce(src[i])
-    end
+      return coerce(held[i])
+    end, drop
   end
   error(fname .. ": source must be a list, an iterator function or a stream, got " ..
     type(src), 3)
@@ -328,7 +332,8 @@ local function new_run(fname, source, opts)
     -- item lacks goes through its metatable, a cost on every item delivered
     failed_items = {},
   }, Run)
-  local next_item = make_source(fname, source)
+  local next_item, drop_source = make_source(fname, source)
+  self.drop_source = drop_source
   -- Fixed and weighted batches keep input order by construction, so finished
   -- batches are put back in order by index. Key and custom strategies may send
   -- items in another order: their items are put back in order one by one.
@@ -651,10 +656,12 @@ function Run:fill()
   end
 end
 
--- The run is over: its task no longer needs to stop it, and key groups, which
--- are run-scoped sessions, drop their bindings and worker state.
+-- The run is over: its task no longer needs to stop it, its source is let go,
+-- and key groups, which are run-scoped sessions, drop their bindings and worker
+-- state.
 function Run:release()
   self.cancel_off()
+  self.drop_source()
   if self.o.executor ~= "python" then return end
   for s in pairs(self.key_sessions) do self.o.pool.handle:release_session(s) end
   self.key_sessions = {}
@@ -684,6 +691,13 @@ function M.run(items, opts)
   local run = new_run("slither.dispatch.run", items, opts)
   local results, n = {}, 0
   run.out = function(it) n = n + 1; results[n] = it end
+  -- a compiled trace may keep run.out alive after the run: it must not keep
+  -- the results too (results is assigned, so no trace takes it as a constant)
+  local function hand_over()
+    local r = results
+    results = nil
+    return r
+  end
   local t0 = core.now()
   run:fill()
   while not run:finished() do
@@ -708,9 +722,9 @@ function M.run(items, opts)
     end
     local err = run.err
     err.report = run.report
-    return nil, err, results
+    return nil, err, hand_over()
   end
-  return results, run.report
+  return hand_over(), run.report
 end
 
 -- dispatch.call_batch(batch, opts): one pre-built batch through the same executor,
@@ -771,11 +785,18 @@ function M.stream(source, opts)
     queued = 0
   end
   local s = setmetatable({ run = run, queued = run.queued }, Stream)
+  -- The functions below reach the run through `live`, let go when the stream
+  -- ends or is closed: a compiled trace may keep them alive after that.
+  local live = run
+  run.drop_live = function() live = nil end
   -- Run until something is queued; nil at the end, AGAIN when the input says so.
   local function advance()
     while queued == 0 do
+      local run = live
+      if not run then return nil end
       if run.halted and run.inflight == 0 then
         run:release()
+        live = nil
         local err = run.err
         err.report = run.report
         error(setmetatable(err, { __tostring = function(e)
@@ -784,6 +805,7 @@ function M.stream(source, opts)
       end
       if run:finished() then
         run:release()
+        live = nil
         return nil
       end
       run.starved = false
@@ -832,11 +854,15 @@ function Stream:__call()
   return self.next()
 end
 
--- Stop pulling input; batches in flight finish, their results are dropped.
+-- Stop pulling input and end the stream; batches in flight finish, and their
+-- results are dropped.
 function Stream:close()
-  self.run.closed = true
-  self.run.cancel_off()
-  self.run.drop_queued()
+  local run = self.run
+  run.closed = true
+  run.cancel_off()
+  run.drop_source()
+  run.drop_queued()
+  run.drop_live()
 end
 
 function Stream:report()
