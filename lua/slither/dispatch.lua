@@ -568,6 +568,9 @@ function finish_batch(b)
   local run = b.run
   run.inflight = run.inflight - 1
   counters.batches_in_flight = counters.batches_in_flight - 1
+  -- a run closed or halted with batches out ends with its last one, whoever
+  -- is (or is not) still pulling from it
+  if run.inflight == 0 and (run.closed or run.halted) then run:release() end
   if run.o.ordering == "as_completed" then
     run:deliver(b)
   elseif run.by_seq then
@@ -751,11 +754,13 @@ function M.stream(source, opts)
   -- Results wait in lists, oldest first: a finished batch's own list when it
   -- goes on whole, else `open`, the list single items are added to.
   local cq, cqh, cqt, open, queued = {}, 1, 0, nil, 0
+  local ended, halt_err = false, nil -- closed by the consumer; the halt, raised again
   local function enqueue(list)
     cqt = cqt + 1
     cq[cqt] = list
   end
   run.out = function(it)
+    if ended then return end
     if not open then
       open = {}
       enqueue(open)
@@ -764,6 +769,7 @@ function M.stream(source, opts)
     queued = queued + 1
   end
   run.out_list = function(list)
+    if ended then return end
     open = nil
     enqueue(list)
     queued = queued + #list
@@ -780,18 +786,21 @@ function M.stream(source, opts)
     return list
   end
   run.queued = function() return queued end
-  run.drop_queued = function()
-    while cqt >= cqh do take() end
-    queued = 0
-  end
   local s = setmetatable({ run = run, queued = run.queued }, Stream)
   -- The functions below reach the run through `live`, let go when the stream
   -- ends or is closed: a compiled trace may keep them alive after that.
   local live = run
-  run.drop_live = function() live = nil end
+  local cur, ci = nil, 0 -- the list being handed out one item at a time
+  -- close(): nothing more is handed out, and results still to come are dropped
+  run.end_stream = function()
+    ended, live, cur = true, nil, nil
+    while cqt >= cqh do take() end
+    queued = 0
+  end
   -- Run until something is queued; nil at the end, AGAIN when the input says so.
   local function advance()
     while queued == 0 do
+      if halt_err then error(halt_err, 0) end -- every pull after a halt raises it
       local run = live
       if not run then return nil end
       if run.halted and run.inflight == 0 then
@@ -799,9 +808,10 @@ function M.stream(source, opts)
         live = nil
         local err = run.err
         err.report = run.report
-        error(setmetatable(err, { __tostring = function(e)
+        halt_err = setmetatable(err, { __tostring = function(e)
           return "dispatch halted: " .. tostring(e.kind) .. ": " .. tostring(e.message)
-        end }), 0)
+        end })
+        error(halt_err, 0)
       end
       if run:finished() then
         run:release()
@@ -815,8 +825,8 @@ function M.stream(source, opts)
     end
     return true
   end
-  local cur, ci = nil, 0 -- the list being handed out one item at a time
   s.next = function()
+    if ended then return nil end
     if queued == 0 then
       local r = advance()
       if r ~= true then return r end
@@ -832,6 +842,7 @@ function M.stream(source, opts)
   -- that works on lists pays per batch, not per item. The list is the
   -- consumer's to keep or change.
   s.next_chunk = function()
+    if ended then return nil end
     if queued == 0 then
       local r = advance()
       if r ~= true then return r end
@@ -859,10 +870,10 @@ end
 function Stream:close()
   local run = self.run
   run.closed = true
-  run.cancel_off()
   run.drop_source()
-  run.drop_queued()
-  run.drop_live()
+  run.end_stream()
+  -- with batches in flight, the last of them to finish releases the run
+  if run.inflight == 0 then run:release() end
 end
 
 function Stream:report()

@@ -15,9 +15,10 @@
 -- pulls from the one before it, and a Python stage is a dispatch stream that keeps
 -- its batches in flight while the stages around it work. Input is pulled only as
 -- fast as results leave, so memory is bounded by the stages' in-flight limits.
--- A router hands routed items to the consumer through a side queue; when that
--- queue is full the chain answers AGAIN, so the consumer drains it before any more
--- input is pulled.
+-- Under stream_pipe a router hands routed items to the consumer through a side
+-- queue; when that queue is full the chain answers AGAIN, so the consumer drains
+-- it before any more input is pulled. Under run_pipe routed items go to the
+-- outputs as they come (see `sink` in new_run).
 local core = require("slither.core")
 local task = require("slither.task")
 local item_mod = require("slither.item")
@@ -545,14 +546,7 @@ local function new_run(pipe, input, opts, outputs)
         (type(policy.fallback) == "table" and policy.fallback.route))
       up = function()
         local ok2, chunk = pcall(s.next_chunk)
-        if not ok2 then
-          if getmetatable(chunk) == Halt then error(chunk, 0) end -- from a stage upstream
-          local e = type(chunk) == "table" and chunk or
-            { kind = "stage_error", message = tostring(chunk) }
-          setmetatable(e, nil)
-          e.stage = st.name
-          halt(e)
-        end
+        -- failures and retries so far: counted before a halt is passed on too
         local fl = rep.failed
         while seen_failed < #fl do
           seen_failed = seen_failed + 1
@@ -564,6 +558,14 @@ local function new_run(pipe, input, opts, outputs)
           end
         end
         c.retries = rep.retries
+        if not ok2 then
+          if getmetatable(chunk) == Halt then error(chunk, 0) end -- from a stage upstream
+          local e = type(chunk) == "table" and chunk or
+            { kind = "stage_error", message = tostring(chunk) }
+          setmetatable(e, nil)
+          e.stage = st.name
+          halt(e)
+        end
         if chunk ~= nil and chunk ~= AGAIN then c.out = c.out + #chunk end
         return chunk
       end

@@ -344,6 +344,41 @@ describe("slither.dispatch", function()
     end
   end)
 
+  it("ends a closed stream at once; the last batch out releases its key groups", function()
+    local pool = H.pool{ name = "default", size = 2 }
+    -- one item read, then close: nothing more comes out, though batches were out
+    local s = dispatch.stream(range(40), { module = M, ["function"] = "slow5",
+                                           batch_size = 10 })
+    assert.are.equal(1, s.next().payload)
+    s:close()
+    slither.sleep(300)
+    assert.is_nil(s.next())
+    assert.is_nil(s.next_chunk())
+    -- a key group is a run-scoped session: once the closed run's batches are
+    -- done, the key's worker state starts again
+    local ks = dispatch.stream(range(40), { module = M, ["function"] = "count_in_session",
+      strategy = "key", key_fn = function(it) return it.payload % 2 end, batch_size = 4,
+      session = "ks" })
+    assert.is_not_nil(ks.next())
+    ks:close()
+    assert.is_true(H.wait_until(function() return ks:stats().in_flight == 0 end))
+    local again = assert(pool:call(M, "count_in_session", { 0 }, { session = "ks:key:0" }))
+    assert.are.same({ 1 }, again)
+  end)
+
+  it("raises a stream's halt again on every later pull", function()
+    H.pool{ name = "default", size = 1 }
+    local s = dispatch.stream({ 1, 2, -3, 4 }, { module = M, ["function"] = "poison",
+                                                batch_size = 1, max_in_flight = 1 })
+    assert.are.equal(10, s.next().payload)
+    assert.are.equal(20, s.next().payload)
+    for _ = 1, 3 do
+      local ok, err = pcall(s.next)
+      assert.is_false(ok)
+      assert.are.equal("python", err.kind)
+    end
+  end)
+
   it("lets go of everything a finished run or call held", function()
     -- input, results, and the cancel hook a task keeps for each run and call
     assert.are.equal("alive: none", H.alive_after("dispatch"))

@@ -194,6 +194,18 @@ describe("slither.pipe", function()
     assert.are.equal(1, rep2.stages.py.retries)
     assert.are.equal(2, rep2.stages.py.failed)
     assert.are.equal(2, rep2.routing.failed)
+
+    -- retries used up, then halt: the report still counts them
+    local R = slither.pipe("retry_then_halt", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 2 })
+      p:on_error("py", { retry = { max_attempts = 3, backoff_ms = 0 } })
+    end)
+    local out3, err3 = slither.run_pipe(R, { -3, 4 })
+    assert.is_nil(out3)
+    assert.are.equal("py", err3.stage)
+    assert.are.equal(2, err3.report.stages.py.retries)
+    assert.are.equal(2, err3.report.stages.py.failed)
   end)
 
   local function session_pipe(Store)

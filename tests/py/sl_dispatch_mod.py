@@ -2,6 +2,8 @@
 import os
 import time
 
+import slither_worker
+
 
 def double(items):
     return [x * 2 for x in items]
@@ -66,6 +68,16 @@ def interval(items):
     t0 = time.time()
     time.sleep(0.03)
     return [[token, t0 + 0.002, time.time() - 0.002] for _ in items]
+
+
+def count_in_session(items):
+    """Counts the items this session has seen on this worker, item by item."""
+    st = slither_worker.session()
+    out = []
+    for _ in items:
+        st["n"] = st.get("n", 0) + 1
+        out.append(st["n"])
+    return out
 
 
 def slow5(items):
