@@ -1824,7 +1824,7 @@ local function measure_pipe(state, opts)
   if opts.work > 0 then
     local wpipes = make_pipes(PIPE_BATCH, "work_" .. opts.work)
     local wkinds = { whole_work = "whole", python_work = "python" }
-    for kind, as in pairs(wkinds) do
+    for _, as in pairs(wkinds) do -- a small warm-up: these runs take ~1 s at full size
       local outputs, report = timed_pipe(wpipes[as], warm_inputs(as), pool)
       check_pipe_run(as, outputs, report, wn)
     end
