@@ -42,6 +42,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("slither SCRIPT.lua [ARGS...]", r.stdout)
         self.assertIn("the interactive prompt", r.stdout)
         self.assertIn("SLITHER_PYTHON", r.stdout)
+        self.assertIn("pool, dispatch, store or pipe", r.stdout)
         r = self.run_slither("--version")
         self.assertRegex(r.stdout, r"^slither \d+\.\d+\.\d+")
         r = self.run_slither("--bogus")
