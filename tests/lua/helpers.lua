@@ -34,7 +34,9 @@ end
 -- fresh process (lets_go_child.lua): "alive: none" when nothing is.
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 function H.alive_after(what)
-  local f = assert(io.popen("luajit " .. here .. "/lets_go_child.lua " .. what .. " 2>&1"))
+  -- the interpreter running the specs runs the child too
+  local exe = io.popen("readlink /proc/" .. ffi.C.getpid() .. "/exe"):read("*l") or "luajit"
+  local f = assert(io.popen(exe .. " " .. here .. "/lets_go_child.lua " .. what .. " 2>&1"))
   local out = f:read("*a")
   f:close()
   return out:match("(alive: [^\n]*)") or out
