@@ -256,6 +256,9 @@ local function new_run(pipe, input, opts, outputs)
   end
   -- What the run's closures hold is let go when it ends: a compiled trace may
   -- keep a closure, and so all it refers to, alive after the run (see r.finish).
+  -- A trace can also take a variable a closure never assigns (a parameter, a
+  -- local set once) as a constant: big tables are reached through variables
+  -- that a drop assigns, or through tables a drop empties.
   local drops = {}
   r.drops = drops
   -- Outputs by number: 1 is "default", then the declared ones in order.
