@@ -1794,8 +1794,6 @@ local function measure_pipe(state, opts)
   -- so that the Lua paths are traced as they are taken at that size (the first
   -- full run of the whole pipe is otherwise ~20% slower: it traces the paths of
   -- outputs and logs that grow past what a small run reaches)
-  local wn = math.min(n, 4 * PIPE_WORKERS * PIPE_BATCH)
-  local function warm_inputs(kind) return pipe_inputs(wn)[kind] end
   local inputs = pipe_inputs(n)
   for _, kind in ipairs(PIPE_KINDS) do
     local outputs, report = timed_pipe(pipes[kind], inputs[kind], pool)
@@ -1824,8 +1822,11 @@ local function measure_pipe(state, opts)
   if opts.work > 0 then
     local wpipes = make_pipes(PIPE_BATCH, "work_" .. opts.work)
     local wkinds = { whole_work = "whole", python_work = "python" }
-    for _, as in pairs(wkinds) do -- a small warm-up: these runs take ~1 s at full size
-      local outputs, report = timed_pipe(wpipes[as], warm_inputs(as), pool)
+    -- a small warm-up: these runs take ~1 s at full size
+    local wn = math.min(n, 4 * PIPE_WORKERS * PIPE_BATCH)
+    local warm = pipe_inputs(wn)
+    for _, as in pairs(wkinds) do
+      local outputs, report = timed_pipe(wpipes[as], warm[as], pool)
       check_pipe_run(as, outputs, report, wn)
     end
     for _ = 1, PIPE_ROUNDS do

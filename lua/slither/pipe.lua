@@ -404,13 +404,10 @@ local function new_run(pipe, input, opts, outputs)
       -- A handler that raises fails its item alone. (A pcall per item, with the
       -- loop's state in locals, is cheaper under LuaJIT than one per chunk with
       -- the state in upvalues, which resuming after an error would need.)
-      local held -- the chunk in hand, dropped at the end
-      drops[#drops + 1] = function() held = nil end
       up = function()
         while true do
           local chunk = prev()
           if chunk == nil or chunk == AGAIN then return chunk end
-          held = chunk
           local nchunk, n = #chunk, 0
           -- with one result per item, the items passed on move down in the same
           -- table (an item is read before its slot is reused)
@@ -588,13 +585,10 @@ local function new_run(pipe, input, opts, outputs)
         return k
       end
       -- items that go on to the next stage move down in the chunk
-      local held -- the chunk in hand, dropped at the end
-      drops[#drops + 1] = function() held = nil end
       up = function()
         while true do
           local chunk = prev()
           if chunk == nil or chunk == AGAIN then return chunk end
-          held = chunk
           local nchunk, n, defaults, bad = #chunk, 0, 0, 0
           c["in"] = c["in"] + nchunk
           for i = 1, nchunk do
