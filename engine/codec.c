@@ -1098,13 +1098,55 @@ static void pk_tuple(pdec *d, int n) {
   }
 }
 
-/* Two's complement little-endian, as a double (exact up to 2^53). */
+/* Byte i of the magnitude. For a negative value it is ~b[i] plus a carry that
+ * reaches byte i only when every byte below it is zero: z is the lowest nonzero
+ * byte. */
+static unsigned char mag_byte(const unsigned char *b, int neg, size_t z, size_t i) {
+  if (!neg) return b[i];
+  if (i < z) return 0;
+  return (unsigned char)(i == z ? 0x100 - b[i] : ~b[i]);
+}
+
+/* n bytes of little-endian two's complement (Python's LONG1/LONG4) as the nearest
+ * double, rounded once. Up to 8 bytes the value is an int64 and the conversion is
+ * the one rounding. Wider values keep the top 64 bits of the magnitude plus a
+ * sticky bit for everything below them: 64 bits leave room for the guard bit, so
+ * the one conversion still rounds right. A magnitude past the double range is
+ * infinity, as strtod gives on the JSON path. */
+static double pk_long_value(const unsigned char *b, size_t n) {
+  size_t i, z = 0, top;
+  int neg;
+  uint64_t u = 0;
+  if (n == 0) return 0;
+  neg = (b[n - 1] & 0x80) != 0;
+  if (n <= 8) {
+    u = le(b, (int)n);
+    if (neg && n < 8) u |= ~(uint64_t)0 << (8 * n);
+    return (double)(int64_t)u;
+  }
+  if (neg)
+    while (z < n && b[z] == 0) z++;
+  top = n;
+  while (top > 0 && mag_byte(b, neg, z, top - 1) == 0) top--;
+  if (top == 0) return 0;
+  top--; /* the highest nonzero byte of the magnitude */
+  if (top >= 128) return neg ? -HUGE_VAL : HUGE_VAL;
+  for (i = 0; i < 8; i++) u = (u << 8) | (top >= i ? mag_byte(b, neg, z, top - i) : 0);
+  if (top >= 8) {
+    for (i = 0; i + 8 <= top; i++)
+      if (mag_byte(b, neg, z, i)) {
+        u |= 1;
+        break;
+      }
+  }
+  {
+    double v = ldexp((double)u, 8 * ((int)top - 7));
+    return neg ? -v : v;
+  }
+}
+
 static void pk_long(pdec *d, const unsigned char *b, size_t n) {
-  double v = 0;
-  size_t i;
-  for (i = n; i-- > 0;) v = v * 256.0 + b[i];
-  if (n && (b[n - 1] & 0x80)) v -= ldexp(1.0, (int)(8 * n));
-  lua_pushnumber(d->L, v);
+  lua_pushnumber(d->L, pk_long_value(b, n));
 }
 
 int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint, char *err,

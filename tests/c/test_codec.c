@@ -781,6 +781,92 @@ static void test_pickle_utf8(void) {
   CHECKF(wrong == 0, "%d strings pickled with the wrong type", wrong);
 }
 
+/* Python pickles an int as LONG1/LONG4: n bytes of little-endian two's complement.
+ * The decoder must give the nearest double, rounded once (#11: a double
+ * accumulator rounded the magnitude before the sign was applied, so
+ * -281474976710657 arrived as -281474976710656). */
+typedef __int128 i128;
+
+static double pickled_long(i128 v, int extra_bytes) {
+  unsigned char p[64];
+  size_t n = 0, k = 0;
+  i128 t = v;
+  double got;
+  char e[256];
+  /* the shortest two's complement, as Python writes it, plus sign padding */
+  do {
+    n++;
+    t >>= 8;
+  } while (!((t == 0 && !((v >> (8 * n - 1)) & 1)) || (t == -1 && ((v >> (8 * n - 1)) & 1))));
+  n += (size_t)extra_bytes;
+  p[k++] = 0x80; p[k++] = 4;        /* PROTO 4 */
+  p[k++] = 0x8a; p[k++] = (unsigned char)n; /* LONG1 */
+  for (size_t i = 0; i < n; i++) p[k++] = (unsigned char)(i < 16 ? (v >> (8 * i)) & 0xff : (v < 0 ? 0xff : 0));
+  p[k++] = '.';
+  if (sl_codec_decode_pickle(L, (const char *)p, k, 0, e, sizeof e)) {
+    fprintf(stderr, "decode_pickle failed: %s\n", e);
+    return -12345.0;
+  }
+  got = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return got;
+}
+
+/* The double nearest to v, rounded once (half to even). */
+static double nearest(i128 v) {
+  if (v > -((i128)1 << 63) && v < ((i128)1 << 63)) return (double)(int64_t)v;
+  /* beyond int64: the top 64 bits, with a sticky bit for the rest */
+  {
+    int neg = v < 0;
+    unsigned __int128 m = neg ? (unsigned __int128)(-v) : (unsigned __int128)v;
+    int shift = 0;
+    while ((m >> shift) >> 64) shift++;
+    uint64_t top = (uint64_t)(m >> shift);
+    if (shift && (m & (((unsigned __int128)1 << shift) - 1))) top |= 1;
+    double d = ldexp((double)top, shift);
+    return neg ? -d : d;
+  }
+}
+
+static void test_pickle_long(void) {
+  int wrong = 0, cases = 0;
+  for (int b = 0; b <= 120; b++) {
+    for (int sign = -1; sign <= 1; sign += 2) {
+      for (int off = -3; off <= 3; off++) {
+        for (int extra = 0; extra <= 1; extra++) {
+          i128 v = (i128)sign * (((i128)1 << b) + off);
+          double want = nearest(v), got = pickled_long(v, extra);
+          cases++;
+          if (memcmp(&want, &got, sizeof want) != 0) {
+            if (wrong++ < 8)
+              fprintf(stderr, "  LONG1 of %s(2^%d%+d) (+%d pad bytes): got %.17g, want %.17g\n",
+                      sign < 0 ? "-" : "", b, off, extra, got, want);
+          }
+        }
+      }
+    }
+  }
+  /* rounding that needs the bits below the top 64 (sticky) */
+  {
+    i128 v = ((i128)1 << 100) + ((i128)1 << 47) + 1; /* just above half an ulp */
+    double want = ldexp(1.0, 100) + ldexp(1.0, 48), got = pickled_long(v, 0);
+    cases++;
+    if (got != want) {
+      wrong++;
+      fprintf(stderr, "  2^100+2^47+1: got %.17g, want %.17g\n", got, want);
+    }
+    got = pickled_long(-v, 0);
+    cases++;
+    if (got != -want) {
+      wrong++;
+      fprintf(stderr, "  -(2^100+2^47+1): got %.17g, want %.17g\n", got, -want);
+    }
+  }
+  CHECKF(wrong == 0, "%d of %d pickled ints decoded to the wrong double", wrong, cases);
+  CHECK(pickled_long(-281474976710657LL, 0) == -281474976710657.0);
+  CHECK(pickled_long(-9007199254740991LL, 0) == -9007199254740991.0);
+}
+
 int main(void) {
   L = luaL_newstate();
   luaL_openlibs(L);
@@ -805,6 +891,7 @@ int main(void) {
   test_strings_decode();
   test_bytes();
   test_pickle_utf8();
+  test_pickle_long();
   test_tables();
   test_as_list();
   test_encode_errors();
