@@ -401,6 +401,21 @@ static int has_mt_flag(encoder *e, int idx) {
   return 0;
 }
 
+/* A JSON object key. {"\u0000b": i} is the marker of attachment i, so a key that
+ * starts with NUL gets one more NUL in front on the wire and the reader takes one
+ * off: no dict can pass for bytes, and keys cost nothing extra unless they start
+ * with NUL. */
+static int json_key(sl_buf *b, const char *k, size_t klen) {
+  size_t at = b->len;
+  int rc = sl_json_string(b, (const unsigned char *)k, klen);
+  if (rc || klen == 0 || k[0] != '\0') return rc;
+  if (sl_buf_reserve(b, 6)) return SL_ENOMEM;
+  memmove(b->data + at + 7, b->data + at + 1, b->len - at - 1);
+  memcpy(b->data + at + 1, "\\u0000", 6);
+  b->len += 6;
+  return 0;
+}
+
 /* Encode a table of string keys as an object (pickle: EMPTY_DICT, MARK, key,
  * value..., SETITEMS); -2 (nothing written) when a key is not a string. */
 static int enc_record(encoder *e, int idx, int depth) {
@@ -428,8 +443,7 @@ static int enc_record(encoder *e, int idx, int depth) {
     }
     k = lua_tolstring(L, -2, &klen);
     if (i++ && !e->pickle && sl_buf_putc(e->out, ',')) return SL_ENOMEM;
-    rc = e->pickle ? pk_key(e, k, klen)
-                   : sl_json_string(e->out, (const unsigned char *)k, klen);
+    rc = e->pickle ? pk_key(e, k, klen) : json_key(e->out, k, klen);
     if (rc == 1) {
       lua_pop(L, 2);
       return enc_fail(e, depth, "%s", "table key is not valid UTF-8");
@@ -757,7 +771,10 @@ static int dec_string(decoder *d, const char **s, size_t *n) {
           cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
           p += 6;
         } else if (cp >= 0xd800 && cp <= 0xdfff) {
-          cp = 0xfffd; /* a lone surrogate has no UTF-8 form */
+          /* A Python str may hold a lone surrogate; it has no UTF-8 form, and
+           * replacing it would change the string without a word. */
+          d->p = p - 5;
+          return dec_fail(d, "a string holds a lone surrogate (not valid Unicode)");
         }
         put_utf8(&d->scratch, cp);
         break;
@@ -880,6 +897,10 @@ static int dec_object(decoder *d, int depth) {
       return 0;
     }
     first = 0;
+    if (kn > 0 && k[0] == '\0') { /* an escaped key (see json_key) */
+      k++;
+      kn--;
+    }
     lua_pushlstring(L, k, kn);
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') return dec_fail(d, "expected ':'");
@@ -1149,6 +1170,56 @@ static void pk_long(pdec *d, const unsigned char *b, size_t n) {
   lua_pushnumber(d->L, pk_long_value(b, n));
 }
 
+/* Push a string; a str (is_str) must be Unicode. Python pickles a str as UTF-8
+ * with its surrogate code points encoded one by one (surrogatepass). A high one
+ * followed by a low one is a character split in two (as JSON's \ud83d\ude00 is),
+ * and is joined, so both codecs give the same string; a lone one has no UTF-8
+ * form and is refused. Valid UTF-8, the common case, costs one scan. */
+static int pk_push_str(pdec *d, const unsigned char *s, size_t n, int is_str, int op) {
+  sl_buf b;
+  size_t i = 0;
+  if (!is_str || utf8_valid(s, n)) {
+    lua_pushlstring(d->L, (const char *)s, n);
+    return 0;
+  }
+  sl_buf_init(&b);
+  while (i < n) {
+    if (i + 6 <= n && s[i] == 0xed && s[i + 1] >= 0xa0 && s[i + 1] <= 0xaf &&
+        (s[i + 2] & 0xc0) == 0x80 && s[i + 3] == 0xed && s[i + 4] >= 0xb0 && s[i + 4] <= 0xbf &&
+        (s[i + 5] & 0xc0) == 0x80) {
+      uint32_t hi = 0xd000 | ((uint32_t)(s[i + 1] & 0x3f) << 6) | (s[i + 2] & 0x3f);
+      uint32_t lo = 0xd000 | ((uint32_t)(s[i + 4] & 0x3f) << 6) | (s[i + 5] & 0x3f);
+      uint32_t cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+      unsigned char t[4] = { (unsigned char)(0xf0 | (cp >> 18)),
+                             (unsigned char)(0x80 | ((cp >> 12) & 0x3f)),
+                             (unsigned char)(0x80 | ((cp >> 6) & 0x3f)),
+                             (unsigned char)(0x80 | (cp & 0x3f)) };
+      if (sl_buf_append(&b, (const char *)t, 4)) goto nomem;
+      i += 6;
+      continue;
+    }
+    {
+      /* one character, checked on its own */
+      size_t len = s[i] < 0x80 ? 1 : s[i] < 0xe0 ? 2 : s[i] < 0xf0 ? 3 : 4;
+      if (i + len > n || !utf8_valid(s + i, len)) {
+        const char *what = (i + 3 <= n && s[i] == 0xed && s[i + 1] >= 0xa0)
+                               ? "a str holds a lone surrogate (not valid Unicode)"
+                               : "a str that is not UTF-8";
+        sl_buf_free(&b);
+        return pk_fail(d, what, op);
+      }
+      if (sl_buf_append(&b, (const char *)s + i, len)) goto nomem;
+      i += len;
+    }
+  }
+  lua_pushlstring(d->L, b.data ? b.data : "", b.len);
+  sl_buf_free(&b);
+  return 0;
+nomem:
+  sl_buf_free(&b);
+  return SL_ENOMEM;
+}
+
 int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint, char *err,
                            size_t errlen) {
   pdec d;
@@ -1283,21 +1354,21 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
         if (!need(&d, 1)) goto truncated;
         n = d.p[0];
         if (!need_body(&d, 1, n)) goto truncated;
-        lua_pushlstring(L, (const char *)d.p + 1, n);
+        if ((rc = pk_push_str(&d, d.p + 1, n, op == 0x8c, op))) goto out;
         d.p += 1 + n;
         break;
       case 'X': case 'B': /* BINUNICODE, BINBYTES */
         if (!need(&d, 4)) goto truncated;
         n = (size_t)le(d.p, 4);
         if (!need_body(&d, 4, n)) goto truncated;
-        lua_pushlstring(L, (const char *)d.p + 4, n);
+        if ((rc = pk_push_str(&d, d.p + 4, n, op == 'X', op))) goto out;
         d.p += 4 + n;
         break;
       case 0x8d: case 0x8e: case 0x96: /* BINUNICODE8, BINBYTES8, BYTEARRAY8 */
         if (!need(&d, 8)) goto truncated;
         n = (size_t)le(d.p, 8);
         if (!need_body(&d, 8, n)) goto truncated;
-        lua_pushlstring(L, (const char *)d.p + 8, n);
+        if ((rc = pk_push_str(&d, d.p + 8, n, op == 0x8d, op))) goto out;
         d.p += 8 + n;
         break;
       case 0x94: /* MEMOIZE */

@@ -356,22 +356,17 @@ static void test_strings_decode(void) {
   CHECK(decode_str("\"\\udbff\\udfff\"") == 0); /* U+10FFFF */
   CHECK(top_is_bytes("\xf4\x8f\xbf\xbf", 4));
   lua_pop(L, 1);
-  /* Lone surrogates become U+FFFD. */
-  CHECK(decode_str("\"\\ud800\"") == 0);
-  CHECK(top_is_bytes("\xef\xbf\xbd", 3));
-  lua_pop(L, 1);
-  CHECK(decode_str("\"\\ude00x\"") == 0);
-  CHECK(top_is_bytes("\xef\xbf\xbdx", 4));
-  lua_pop(L, 1);
-  CHECK(decode_str("\"\\ud83dA\"") == 0);
-  CHECK(top_is_bytes("\xef\xbf\xbd" "A", 4));
-  lua_pop(L, 1);
-  CHECK(decode_str("\"\\ud83d\\u0041\"") == 0); /* high surrogate, then not a low one */
-  CHECK(top_is_bytes("\xef\xbf\xbd" "A", 4));
-  lua_pop(L, 1);
-  CHECK(decode_str("\"\\ud83d\\ud83d\\ude00\"") == 0); /* lone high, then a pair */
-  CHECK(top_is_bytes("\xef\xbf\xbd\xf0\x9f\x98\x80", 7));
-  lua_pop(L, 1);
+  /* A lone surrogate has no UTF-8 form: refused by name, never replaced (#11). */
+  {
+    static const char *lone[] = { "\"\\ud800\"", "\"\\ude00x\"", "\"\\ud83dA\"",
+                                  "\"\\ud83d\\u0041\"", "\"\\ud83d\\ud83d\\ude00\"",
+                                  "[\"ok\", \"\\udfff\"]" };
+    size_t k;
+    for (k = 0; k < sizeof lone / sizeof lone[0]; k++) {
+      CHECKF(decode_str(lone[k]) == SL_ECODEC && strstr(err, "lone surrogate"),
+             "decode(%s): err '%s'", lone[k], err);
+    }
+  }
   /* Raw UTF-8 passes through. */
   CHECK(decode_str("\"caf\xc3\xa9 \xf0\x9f\x98\x80\"") == 0);
   CHECK(top_is_bytes("caf\xc3\xa9 \xf0\x9f\x98\x80", 10));
@@ -490,7 +485,14 @@ static void test_tables(void) {
   expect_json("true", 0, "true");
   expect_json("{a = null}", 0, "{\"a\":null}");
   expect_json("{['a\"b'] = 1}", 0, "{\"a\\\"b\":1}");
-  expect_json("{['\\0x'] = 1}", 0, "{\"\\u0000x\":1}");
+  /* a key that starts with NUL gets one more, so no dict passes for the bytes
+   * marker {"\u0000b": i}, and the reader takes it off (#11) */
+  expect_json("{['\\0x'] = 1}", 0, "{\"\\u0000\\u0000x\":1}");
+  expect_json("{['\\0b'] = 0}", 0, "{\"\\u0000\\u0000b\":0}");
+  CHECK(encode_expr("{['\\0b'] = 0, x = {['\\0'] = bytes('hi')}}", 0) == 0);
+  CHECK(decode(js.data, js.len, at.data, at.len) == 0);
+  lua_setglobal(L, "V");
+  CHECK(lua_true("V['\\0b'] == 0 and V.x['\\0'] == 'hi'"));
 
   /* A multi-key object: order is unspecified, so check by decoding. */
   CHECK(encode_expr("{a = 1, b = 'two', c = {3}, d = {e = setmetatable({}, ARRAY)}}", 0) == 0);
