@@ -188,7 +188,7 @@ class Worker:
         try:
             args = codec.loads_pickle(data) if pickled else codec.decode(data, att)
         except Exception as e:
-            return self.error(rid, "python", type(e).__name__, f"could not decode payloads: {e}")
+            return self.error(rid, "codec", type(e).__name__, f"could not decode payloads: {e}")
         _local.session = m.get("s")
         _local.call_id = rid
         try:
@@ -213,7 +213,7 @@ class Worker:
         try:
             out, oatt = codec.encode(res)
         except (TypeError, ValueError) as e:
-            return self.error(rid, "python", type(e).__name__, f"could not encode the results: {e}")
+            return self.error(rid, "codec", type(e).__name__, f"could not encode the results: {e}")
         self.chan.send(RESULT, rid, b"", out, oatt)
 
     def safe_call(self, *a):

@@ -24,8 +24,10 @@ local function num(x)
   return ffi.string(numbuf, n)
 end
 
+local HEX = {}
+for b = 0, 255 do HEX[string.char(b)] = string.format("%02x", b) end
 local function hex(s)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  return (s:gsub(".", HEX))
 end
 
 -- Strict UTF-8, as the engine checks it: no overlongs, no surrogates, <= U+10FFFF.
@@ -139,7 +141,7 @@ local function utf8_char(cp)
                      0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
 end
 
-local LENS = { 0, 1, 2, 3, 5, 8, 16, 40, 300 }
+local LENS = { 0, 1, 2, 3, 5, 8, 16, 40, 120 }
 local function rand_string()
   local k = R()
   if k < 0.12 then return SPECIAL_STR[R(#SPECIAL_STR)] end
@@ -416,6 +418,107 @@ describe("codec properties through real workers (#11)", function()
         end
       end
       assert.are.equal(COUNT, n)
+    end)
+
+    it("carries a payload nested 199 deep both ways, and refuses one level more, under " ..
+       codec, function()
+      local pool = H.pool{ size = 1, codec = codec }
+      local function chain(k)
+        local v = 1
+        for _ = 1, k do v = slither.array{ v } end
+        return v
+      end
+      local function depth(v)
+        local k = 0
+        while type(v) == "table" do v, k = v[1], k + 1 end
+        assert.are.equal(1, v)
+        return k
+      end
+      local r = assert(pool:call("sl_codec_prop", "echo", { chain(199) }))
+      assert.are.equal(199, depth(r[1]))
+      local ok, msg = pcall(pool.call, pool, "sl_codec_prop", "echo", { chain(200) })
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find("nested too deeply", 1, true), tostring(msg))
+      r = assert(pool:call("sl_codec_prop", "chain", { 199 }))
+      assert.are.equal(199, depth(r[1]))
+      -- a deeper result: JSON's reader refuses it; the pickle reader takes it, as
+      -- deep as the Lua stack allows
+      local deeper, err = pool:call("sl_codec_prop", "chain", { 200 })
+      if codec == "json" then
+        assert.is_nil(deeper)
+        assert.are.equal("codec", err.kind)
+        assert.truthy(err.message:find("too deeply", 1, true), err.message)
+      else
+        assert.are.equal(200, depth(deeper[1]))
+      end
+      -- the worker lives on
+      assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
+    end)
+
+    it("refuses Lua values that cannot cross, naming where they are, under " .. codec, function()
+      local pool = H.pool{ size = 1, codec = codec }
+      local cyc = {}
+      cyc.self = cyc
+      local bad = {
+        { function() end, "cannot encode a value of type function" },
+        { coroutine.create(function() end), "cannot encode a value of type thread" },
+        { io.stdout, "cannot encode a value of type userdata" },
+        { { 1, a = 2 }, "table mixes list indices and string keys" },
+        { { 1, nil, 3 }, "use slither.null for nil" },
+        { { ["\255"] = 1 }, "table key is not valid UTF-8" },
+        { { [1.5] = 1 }, "number key that is not a list index" },
+        { { [true] = 1 }, "table key of type boolean" },
+        { cyc, "nested too deeply (or a cycle)" },
+      }
+      math.randomseed(SEED)
+      for trial = 1, 200 do
+        local b = bad[(trial - 1) % #bad + 1]
+        -- the bad value at a random place inside a random valid payload
+        local v, path = b[1], ""
+        local steps = {}
+        for _ = 1, R(0, 4) do
+          if R() < 0.5 then
+            local n = R(1, 3)
+            steps[#steps + 1] = "[" .. n .. "]"
+            local t = slither.array()
+            for i = 1, n - 1 do t[i] = gen(1) end
+            t[n] = v
+            v = t
+          else
+            local key = "k" .. R(1, 99)
+            steps[#steps + 1] = "." .. key
+            v = { [key] = v, other = gen(1) }
+          end
+        end
+        for i = #steps, 1, -1 do path = path .. steps[i] end
+        local batch = { gen(2), gen(2) }
+        local at = R(1, 3)
+        table.insert(batch, at, v)
+        path = ("payloads[%d]%s"):format(at, path):gsub("%]%.", "].")
+        local ok, msg = pcall(pool.call, pool, "sl_codec_prop", "echo", batch)
+        msg = tostring(msg)
+        if ok or not msg:find(b[2], 1, true) or (b[1] ~= cyc and not msg:find(path .. ": ", 1, true)) then
+          error(("seed %d trial %d: want an error at %s saying %q, got %s"):format(
+            SEED, trial, path, b[2], ok and "success" or msg), 0)
+        end
+      end
+      -- nothing was sent: the worker serves the next call
+      assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
+    end)
+
+    it("refuses Python values that cannot cross with a codec error naming them, under " ..
+       codec, function()
+      local pool = H.pool{ size = 1, codec = codec }
+      for _, case in ipairs{ { "set", "set" }, { "frozenset", "set" }, { "object", "Opaque" },
+                             { "complex", "complex" }, { "function", "builtin_function" },
+                             { "lone surrogate", "lone surrogate" } } do
+        local r, err = pool:call("sl_codec_prop", "bad_result", { "fine", case[1] })
+        assert.is_nil(r)
+        assert.are.equal("codec", err.kind, case[1] .. ": " .. tostring(err.message))
+        assert.truthy(err.message:find(case[2], 1, true), case[1] .. ": " .. err.message)
+        assert.are.equal("test/w1", err.worker)
+      end
+      assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
     end)
   end
 end)
