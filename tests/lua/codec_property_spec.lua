@@ -521,4 +521,60 @@ describe("codec properties through real workers (#11)", function()
       assert.are.same({ 2 }, pool:call("sl_testmod", "double", { 1 }))
     end)
   end
+
+  it("carries random Lua values through the store to Python's direct reads, and Python " ..
+     "values through views into Lua", function()
+    local n_store = math.max(1, math.floor(COUNT / 5))
+    local values = {}
+    local def = slither.store.define{
+      name = "codec_prop",
+      tables = { { name = "vals", type = "set" } },
+      views = {
+        { name = "value_at", mode = "scalar", scope = "global",
+          handler = function(k) return values[k] end },
+        { name = "describe", mode = "scalar", scope = "global",
+          handler = function(v) return desc(v, false) end },
+      },
+    }
+    local store = slither.store.start(def)
+    local pool = H.pool{ size = 2 }
+    for first = 1, n_store, BATCH do
+      local keys = slither.array()
+      for i = first, math.min(first + BATCH - 1, n_store) do
+        local v = gen_at(SEED + 1, i)
+        values["k" .. i] = v
+        keys[#keys + 1] = "k" .. i
+        store:put("vals", "k" .. i, v)
+      end
+      local got = assert(pool:call("sl_codec_prop", "describe_store",
+                                   { slither.array{ "codec_prop", "vals", keys } }))[1]
+      local viewed = assert(pool:call("sl_codec_prop", "describe_view",
+                                      { slither.array{ "value_at", slither.array{ unpack(keys, 1, 20) } } }))[1]
+      for j, key in ipairs(keys) do
+        local want = desc(values[key], true)
+        if got[j] ~= want then
+          error(("store path, seed %d (SLITHER_SEED=%d) value %s = %s:\n  Python read %s, want %s")
+            :format(SEED, SEED, key, show(values[key]), got[j], want), 0)
+        end
+        local back = desc(store:get("vals", key), false)
+        assert.are.equal(desc(values[key], false), back, "store:get of " .. key)
+        if viewed[j] then
+          assert.are.equal(want, viewed[j], "view result for " .. key .. ": " .. show(values[key]))
+        end
+      end
+      values = {}
+    end
+    -- Python values as view arguments, described by the Lua handler
+    local n_view = math.max(1, math.floor(COUNT / 25))
+    local pairs_ = assert(pool:call("sl_codec_prop", "send_view",
+                                    { slither.array{ "describe", SEED + 2, 1, n_view, DEPTH } }))[1]
+    assert.are.equal(n_view, #pairs_)
+    for j, p in ipairs(pairs_) do
+      if p[1] ~= p[2] then
+        error(("view argument path, seed %d value %d, spec %s:\n  Lua saw %s, want %s")
+          :format(SEED + 2, j, p[3], p[1], p[2]), 0)
+      end
+    end
+    store:stop()
+  end)
 end)

@@ -333,6 +333,33 @@ def chain(items):
     return out
 
 
+# ---- the store and view paths ------------------------------------------------
+
+def describe_store(items):
+    """[store, table, keys] -> the text of each value read from the shared mapping."""
+    import slither_worker
+    return [[desc(v) for v in slither_worker.store(st).get_many(t, keys)] for st, t, keys in items]
+
+
+def describe_view(items):
+    """[view, keys] -> the text of what the view returned for each key."""
+    import slither_worker
+    return [[desc(slither_worker.view(name, k)) for k in keys] for name, keys in items]
+
+
+def send_view(items):
+    """[view, seed, first, count, depth] -> [what Lua saw, what it should see] per
+    value built here and passed to the view as its argument."""
+    import slither_worker
+    out = []
+    for name, seed, first, count, depth in items:
+        pairs = []
+        for spec, v, view in gen([[seed, first, count, depth]])[0]:
+            pairs.append([slither_worker.view(name, v), view, spec])
+        out.append(pairs)
+    return out
+
+
 # ---- values that cannot cross -------------------------------------------------
 
 class Opaque:
