@@ -1042,6 +1042,14 @@ typedef struct pdec {
   int hint;
   int marks[PK_MAX_MARKS];
   int nmarks;
+  /* The height of each table on the machine's stack (dep[i] for stack index
+   * base + 1 + i; other slots are not kept). Folding items into a container
+   * raises its height, and a value taller than SL_CODEC_MAX_DEPTH is refused, as
+   * the JSON reader refuses one nested too deeply. A table fetched from the memo
+   * counts as height 1: Python's pickler writes values depth first, so only
+   * shared references go by there. */
+  int *dep;
+  size_t dep_cap;
   char *err;
   size_t errlen;
 } pdec;
@@ -1066,6 +1074,40 @@ static uint64_t le(const unsigned char *p, int n) {
   return v;
 }
 
+/* Set the height of the table at stack index idx. */
+static int pk_set_dep(pdec *d, int idx, int h) {
+  size_t i = (size_t)(idx - d->base - 1);
+  if (i >= d->dep_cap) {
+    size_t cap = d->dep_cap ? d->dep_cap * 2 : 64;
+    int *p;
+    while (cap <= i) cap *= 2;
+    p = realloc(d->dep, cap * sizeof *p);
+    if (!p) return SL_ENOMEM;
+    d->dep = p;
+    d->dep_cap = cap;
+  }
+  d->dep[i] = h;
+  return 0;
+}
+
+/* The height of the value at stack index idx: 0 for anything but a table. */
+static int pk_dep(pdec *d, int idx) {
+  return lua_istable(d->L, idx) ? d->dep[idx - d->base - 1] : 0;
+}
+
+/* The container at mark takes the values above it: its height becomes at least
+ * one more than theirs. */
+static int pk_fold_dep(pdec *d, int mark, int op) {
+  int i, top = lua_gettop(d->L), h = d->dep[mark - d->base - 1];
+  for (i = mark + 1; i <= top; i++) {
+    int k = pk_dep(d, i) + 1;
+    if (k > h) h = k;
+  }
+  if (h > SL_CODEC_MAX_DEPTH) return pk_fail(d, "nested too deeply", op);
+  d->dep[mark - d->base - 1] = h;
+  return 0;
+}
+
 static void pk_new_list(pdec *d, int narr) {
   lua_createtable(d->L, narr, 0);
   lua_pushvalue(d->L, d->array_mt);
@@ -1077,6 +1119,7 @@ static int pk_appends(pdec *d, int mark, int op) {
   lua_State *L = d->L;
   int top = lua_gettop(L), n = top - mark, i, len;
   if (mark <= d->base || !lua_istable(L, mark)) return pk_fail(d, "APPENDS without a list", op);
+  if (pk_fold_dep(d, mark, op)) return SL_ECODEC;
   len = (int)lua_objlen(L, mark);
   for (i = 1; i <= n; i++) {
     lua_pushvalue(L, mark + i);
@@ -1091,6 +1134,7 @@ static int pk_setitems(pdec *d, int mark, int op) {
   int top = lua_gettop(L), i;
   if ((top - mark) % 2) return pk_fail(d, "odd number of dict items", op);
   if (mark <= d->base || !lua_istable(L, mark)) return pk_fail(d, "SETITEMS without a dict", op);
+  if (pk_fold_dep(d, mark, op)) return SL_ECODEC;
   for (i = mark + 1; i < top; i += 2) {
     if (lua_isnil(L, i) || lua_type(L, i) == LUA_TLIGHTUSERDATA)
       return pk_fail(d, "dict key None cannot be a Lua key", op);
@@ -1105,9 +1149,12 @@ static int pk_setitems(pdec *d, int mark, int op) {
 }
 
 /* The top n values become one list in their place. */
-static void pk_tuple(pdec *d, int n) {
+static int pk_tuple(pdec *d, int n, int op) {
   lua_State *L = d->L;
-  int top = lua_gettop(L), i;
+  int top = lua_gettop(L), i, h = 1;
+  for (i = top - n + 1; i <= top; i++)
+    if (pk_dep(d, i) + 1 > h) h = pk_dep(d, i) + 1;
+  if (h > SL_CODEC_MAX_DEPTH) return pk_fail(d, "nested too deeply", op);
   pk_new_list(d, n);
   for (i = 1; i <= n; i++) {
     lua_pushvalue(L, top - n + i);
@@ -1117,6 +1164,7 @@ static void pk_tuple(pdec *d, int n) {
     lua_replace(L, top - n + 1);
     lua_settop(L, top - n + 1);
   }
+  return pk_set_dep(d, lua_gettop(L), h);
 }
 
 /* Byte i of the magnitude. For a negative value it is ~b[i] plus a carry that
@@ -1229,6 +1277,8 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
   d.p = d.start = (const unsigned char *)data;
   d.end = d.p + len;
   d.nmarks = 0;
+  d.dep = NULL;
+  d.dep_cap = 0;
   d.err = err;
   d.errlen = errlen;
   d.hint = hint;
@@ -1264,6 +1314,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
         }
         lua_replace(L, d.array_mt); /* the value takes the first slot */
         lua_settop(L, top + 1);
+        free(d.dep);
         return 0;
       case '(': /* MARK */
         if (d.nmarks == PK_MAX_MARKS) {
@@ -1274,12 +1325,15 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
         break;
       case ']': /* EMPTY_LIST */
         pk_new_list(&d, lua_gettop(L) == d.base && d.hint > 0 ? d.hint : 0);
+        if ((rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
         break;
       case ')': /* EMPTY_TUPLE */
         pk_new_list(&d, 0);
+        if ((rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
         break;
       case '}': /* EMPTY_DICT */
         lua_createtable(L, 0, 4);
+        if ((rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
         break;
       case 'a': /* APPEND */
         if (lua_gettop(L) < d.base + 2) goto underflow;
@@ -1297,7 +1351,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
         }
         m = d.marks[--d.nmarks];
         if (op == 't') {
-          pk_tuple(&d, lua_gettop(L) - m);
+          if ((rc = pk_tuple(&d, lua_gettop(L) - m, op))) goto out;
         } else if ((rc = op == 'e' ? pk_appends(&d, m, op) : pk_setitems(&d, m, op))) {
           goto out;
         }
@@ -1305,7 +1359,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
       }
       case 0x85: case 0x86: case 0x87: /* TUPLE1..3 */
         if (lua_gettop(L) < d.base + (op - 0x84)) goto underflow;
-        pk_tuple(&d, op - 0x84);
+        if ((rc = pk_tuple(&d, op - 0x84, op))) goto out;
         break;
       case 'N': lua_pushlightuserdata(L, NULL); break;
       case 0x88: lua_pushboolean(L, 1); break;
@@ -1394,6 +1448,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
           rc = pk_fail(&d, "memo reference to nothing", op);
           goto out;
         }
+        if (lua_istable(L, -1) && (rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
         break;
       }
       case 0x8f: case 0x90: case 0x91: /* EMPTY_SET, ADDITEMS, FROZENSET */
@@ -1410,6 +1465,7 @@ truncated:
 underflow:
   rc = pk_fail(&d, "stack underflow", op);
 out:
+  free(d.dep);
   lua_settop(L, top);
   return rc ? rc : SL_ECODEC;
 }
