@@ -124,6 +124,12 @@ class Worker:
         poller.register(fd, select.POLLIN)
         self.poll = poller.poll
         self.pool = None
+        # Calls of one session run one at a time, in arrival order: session_runs
+        # maps a session with a call running to the calls of it still waiting. The
+        # thread that finishes a session's call runs the next one, so a waiting
+        # call never holds a thread and other sessions keep the rest.
+        self.session_runs = {}
+        self.session_lock = threading.Lock()
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -166,13 +172,16 @@ class Worker:
                            "traceback": tb, "worker": _name, "pid": os.getpid()})
         self.chan.send(ERROR, rid, meta.encode())
 
-    def call(self, rid, meta, data, att, flags=0):
+    def call_meta(self, meta):
         m = self.meta_cache.get(meta)
         if m is None:
             m = json.loads(meta)
             if len(self.meta_cache) > 4096:
                 self.meta_cache.clear()
             self.meta_cache[meta] = m
+        return m
+
+    def call(self, rid, m, data, att, flags=0):
         mod, fn = m["m"], m["f"]
         try:
             func = self.resolve(mod, fn)
@@ -222,6 +231,33 @@ class Worker:
         except OSError:
             os._exit(0)  # the engine went away while we were answering
 
+    def submit(self, job):
+        """Hand a call to the thread pool, or queue it behind its session's running
+        call. Sessions hold per-session state that user code updates without locks
+        (a read-modify-write of session()), so one session's calls must not overlap;
+        calls of other sessions and calls without one run in parallel."""
+        sid = job[1].get("s")
+        if sid is not None:
+            with self.session_lock:
+                waiting = self.session_runs.get(sid)
+                if waiting is not None:
+                    waiting.append(job)
+                    return
+                self.session_runs[sid] = collections.deque()
+            self.pool.submit(self.run_session, sid, job)
+        else:
+            self.pool.submit(self.safe_call, *job)
+
+    def run_session(self, sid, job):
+        while True:
+            self.safe_call(*job)
+            with self.session_lock:
+                waiting = self.session_runs[sid]
+                if not waiting:
+                    del self.session_runs[sid]
+                    return
+                job = waiting.popleft()
+
     def dispatch(self, frame):
         """frame: one frame (after its length), a memoryview valid until the next
         read or bytes; what outlives this call is copied out."""
@@ -235,10 +271,11 @@ class Worker:
         att = bytes(frame[off + dlen:]) if off + dlen < len(frame) else b""
         if kind == CALL:
             self.spin_next = flags & FLAG_SPIN
+            job = (rid, self.call_meta(meta), data, att, flags)
             if self.pool is not None:
-                self.pool.submit(self.safe_call, rid, meta, data, att, flags)
+                self.submit(job)
             else:
-                self.safe_call(rid, meta, data, att, flags)
+                self.safe_call(*job)
         elif kind == RELEASE:
             sid = json.loads(meta).get("s")
             _sessions.pop(sid, None)
