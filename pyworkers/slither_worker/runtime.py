@@ -218,15 +218,25 @@ class Worker:
                 return self.chan.send(FRAME_RESULT, rid, b"", out, b"", FRAME_FLAG_PICKLE)
         try:
             out, oatt = codec.encode(res)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # TypeError, ValueError, RecursionError (too deep)
             return self.error(rid, EPYTHON, type(e).__name__, f"could not encode the results: {e}")
         self.chan.send(FRAME_RESULT, rid, b"", out, oatt)
 
-    def safe_call(self, *a):
+    def safe_call(self, rid, *a):
+        """Run a call and answer it, whatever fails: the engine waits for an answer
+        to every call, and an exception lost in a pool thread (or one that ends the
+        reader loop) would leave it waiting, or kill the worker over one result."""
         try:
-            self.call(*a)
+            self.call(rid, *a)
         except OSError:
             os._exit(0)  # the engine went away while we were answering
+        except BaseException as e:
+            try:
+                self.error(rid, EPYTHON, type(e).__name__,
+                           f"the worker could not answer the call: {type(e).__name__}: {e}",
+                           traceback.format_exc())
+            except OSError:
+                os._exit(0)
 
     def submit(self, job):
         """Hand a call to the thread pool, or queue it behind its session's running
