@@ -74,6 +74,16 @@ int sl_att_next(const char *att, size_t att_len, size_t *off, const char **p, si
   return 1;
 }
 
+static int known_kind(unsigned kind) {
+  switch (kind) {
+#define XX(name, value) case value:
+    SL_FRAME_KIND_MAP(XX)
+#undef XX
+      return 1;
+    default: return 0;
+  }
+}
+
 int sl_frame_next(sl_frame_decoder *d, sl_frame *f) {
   const char *p = d->buf.data + d->pos;
   size_t have = d->buf.len - d->pos;
@@ -88,7 +98,7 @@ int sl_frame_next(sl_frame_decoder *d, sl_frame *f) {
   /* The header is checked before the body arrives, so garbage fails fast. */
   if (have >= 8) {
     unsigned kind = (unsigned char)p[4];
-    if (kind == 0 || kind > SL_FRAME__MAX)
+    if (!known_kind(kind))
       return fail(d, SL_EPROTO, "unknown frame kind %lu", kind);
     if (p[6] != 0 || p[7] != 0)
       return fail(d, SL_EPROTO, "reserved header bytes are not zero (%lu)",

@@ -23,21 +23,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Frame kinds and flags, as X-macro lists: the decoder's check of the kind byte and
+ * the protocol test (which holds pyworkers/slither_worker/protocol.py equal to this
+ * file) are generated from them, so a kind added here is known everywhere. */
+#define SL_FRAME_KIND_MAP(XX)                                                           \
+  XX(HELLO, 1)      /* worker -> engine: meta = worker facts */                         \
+  XX(CALL, 2)       /* engine -> worker: meta = {m, f, s}, data = payloads */           \
+  XX(RESULT, 3)     /* worker -> engine: data = results */                              \
+  XX(ERROR, 4)      /* worker -> engine: meta = {kind, type, message, ...} */           \
+  XX(RELEASE, 5)    /* engine -> worker: meta = {s}: drop session state */              \
+  XX(VIEW, 6)       /* worker -> engine: meta = "<call id>:<view name>", data = args */ \
+  XX(VIEW_REPLY, 7) /* engine -> worker: data = result, or meta = {"error": ...} */
+
+/* SPIN (CALL): poll the pipe for a while after replying (see sl_spin_allowed).
+ * PICKLE (CALL and RESULT): the data is a pickle (codec.h), not JSON. */
+#define SL_FRAME_FLAG_MAP(XX) \
+  XX(SPIN, 1)                 \
+  XX(PICKLE, 2)
+
 enum {
-  SL_FRAME_HELLO = 1,    /* worker -> engine: meta = worker facts */
-  SL_FRAME_CALL = 2,     /* engine -> worker: meta = {m, f, s}, data = payloads */
-  SL_FRAME_RESULT = 3,   /* worker -> engine: data = results */
-  SL_FRAME_ERROR = 4,    /* worker -> engine: meta = {kind, type, message, ...} */
-  SL_FRAME_RELEASE = 5,  /* engine -> worker: meta = {s}: drop session state */
-  SL_FRAME_VIEW = 6,     /* worker -> engine: meta = "<call id>:<view name>", data = args */
-  SL_FRAME_VIEW_REPLY = 7, /* engine -> worker: data = result, or meta = {"error": ...} */
-  SL_FRAME__MAX = 7
+#define XX(name, value) SL_FRAME_##name = value,
+  SL_FRAME_KIND_MAP(XX)
+#undef XX
 };
 
-/* CALL flag: poll the pipe for a while after replying (see sl_spin_allowed). */
-#define SL_FRAME_FLAG_SPIN 1
-/* CALL and RESULT flag: the data is a pickle (codec.h), not JSON. */
-#define SL_FRAME_FLAG_PICKLE 2
+enum {
+#define XX(name, value) SL_FRAME_FLAG_##name = value,
+  SL_FRAME_FLAG_MAP(XX)
+#undef XX
+};
 
 #define SL_FRAME_PREFIX 16 /* len, kind, flags, reserved, id, meta_len */
 #define SL_FRAME_MIN_LEN 16 /* smallest legal value of the len field */

@@ -6,6 +6,7 @@ plain functions that take a list and return a list of the same length.
 
 Inside a running call:
     slither_worker.session()  -> dict kept in this worker for the call's session
+        (calls of one session run one at a time, so updating it needs no lock)
     slither_worker.worker_name() -> this worker's name ("default/w1")
     slither_worker.view(name, args) -> the result of the engine's view `name`
     slither_worker.store(name).get(table, key) -> a value read from the engine's

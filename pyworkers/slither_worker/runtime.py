@@ -1,9 +1,5 @@
-"""The worker loop: frames in on fd 3, calls, frames out.
-
-Frame layout (little-endian), after a u32 length:
-    u8 kind, u8 flags, u16 reserved, u32 id, u32 meta_len, meta,
-    u32 data_len, data, attachments
-"""
+"""The worker loop: frames in on fd 3, calls, frames out (the layout, kinds and
+flags are in protocol.py)."""
 import importlib
 import json
 import collections
@@ -17,17 +13,17 @@ import time
 import traceback
 
 from . import codec
+from .protocol import (ECODEC, EIMPORT, EMISMATCH, EPYTHON, FRAME_CALL, FRAME_ERROR,
+                       FRAME_FLAG_PICKLE, FRAME_FLAG_SPIN, FRAME_HELLO, FRAME_PREFIX,
+                       FRAME_RELEASE, FRAME_RESULT, FRAME_VIEW, FRAME_VIEW_REPLY)
 
-HELLO, CALL, RESULT, ERROR, RELEASE, VIEW, VIEW_REPLY = 1, 2, 3, 4, 5, 6, 7
-FLAG_SPIN = 1
-FLAG_PICKLE = 2
-_HDR = struct.Struct("<IBBHII")
+_HDR = struct.Struct("<IBBHII")  # FRAME_PREFIX: len, kind, flags, reserved, id, meta_len
 _BODY = struct.Struct("<BBHII")
 _U32 = struct.Struct("<I")
 
 # _SPIN_NOTE: waking a process that sleeps on another CPU costs tens of
 # microseconds on virtual machines, more than a small call itself. After a reply to
-# a call flagged FLAG_SPIN, the worker polls its pipe for SLITHER_SPIN_US
+# a call flagged FRAME_FLAG_SPIN, the worker polls its pipe for SLITHER_SPIN_US
 # microseconds before it blocks, so a caller that sends the next call at once finds
 # it awake. The engine sets the flag only while the busy workers and the engine fit
 # on the CPUs, so polling never takes a core from real work.
@@ -92,7 +88,8 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, kind, rid, meta=b"", data=b"", att=b"", flags=0):
-        total = 16 + len(meta) + len(data) + len(att)
+        # the len field: the prefix after itself, meta, data_len, data, attachments
+        total = FRAME_PREFIX + len(meta) + len(data) + len(att)
         head = _HDR.pack(total, kind, flags, 0, rid, len(meta))
         parts = [head, meta, len(data).to_bytes(4, "little"), data, att]
         with self.lock:
@@ -124,6 +121,12 @@ class Worker:
         poller.register(fd, select.POLLIN)
         self.poll = poller.poll
         self.pool = None
+        # Calls of one session run one at a time, in arrival order: session_runs
+        # maps a session with a call running to the calls of it still waiting. The
+        # thread that finishes a session's call runs the next one, so a waiting
+        # call never holds a thread and other sessions keep the rest.
+        self.session_runs = {}
+        self.session_lock = threading.Lock()
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -145,7 +148,7 @@ class Worker:
             "threads": self.threads,
             "codecs": ["pickle", "json"],
         }
-        self.chan.send(HELLO, 0, json.dumps(info).encode())
+        self.chan.send(FRAME_HELLO, 0, json.dumps(info).encode())
 
     def resolve(self, mod, fn):
         key = (mod, fn)
@@ -164,63 +167,103 @@ class Worker:
     def error(self, rid, kind, etype, message, tb=""):
         meta = json.dumps({"kind": kind, "type": etype, "message": message,
                            "traceback": tb, "worker": _name, "pid": os.getpid()})
-        self.chan.send(ERROR, rid, meta.encode())
+        self.chan.send(FRAME_ERROR, rid, meta.encode())
 
-    def call(self, rid, meta, data, att, flags=0):
+    def call_meta(self, meta):
         m = self.meta_cache.get(meta)
         if m is None:
             m = json.loads(meta)
             if len(self.meta_cache) > 4096:
                 self.meta_cache.clear()
             self.meta_cache[meta] = m
+        return m
+
+    def call(self, rid, m, data, att, flags=0):
         mod, fn = m["m"], m["f"]
         try:
             func = self.resolve(mod, fn)
         except LookupError as e:
-            return self.error(rid, "import", "LookupError", str(e))
+            return self.error(rid, EIMPORT, "LookupError", str(e))
         except BaseException as e:  # ImportError, SyntaxError, anything at import time
             if isinstance(e, ModuleNotFoundError) and e.name and mod.startswith(e.name):
                 msg = f"module '{mod}' not found"
             else:
                 msg = f"importing module '{mod}' failed: {type(e).__name__}: {e}"
-            return self.error(rid, "import", type(e).__name__, msg, traceback.format_exc())
-        pickled = flags & FLAG_PICKLE
+            return self.error(rid, EIMPORT, type(e).__name__, msg, traceback.format_exc())
+        pickled = flags & FRAME_FLAG_PICKLE
         try:
             args = codec.loads_pickle(data) if pickled else codec.decode(data, att)
         except Exception as e:
-            return self.error(rid, "codec", type(e).__name__, f"could not decode payloads: {e}")
+            return self.error(rid, ECODEC, type(e).__name__, f"could not decode payloads: {e}")
         _local.session = m.get("s")
         _local.call_id = rid
         try:
             res = func(args)
         except BaseException as e:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-            return self.error(rid, "python", type(e).__name__, str(e), tb)
+            return self.error(rid, EPYTHON, type(e).__name__, str(e), tb)
         finally:
             _local.session = None
             _local.call_id = None
         if not isinstance(res, (list, tuple)):
-            return self.error(rid, "result_mismatch", "TypeError",
+            return self.error(rid, EMISMATCH, "TypeError",
                               f"{mod}.{fn} returned {type(res).__name__}, expected a list of "
                               f"{len(args)} results")
         if len(res) != len(args):
-            return self.error(rid, "result_mismatch", "ValueError",
+            return self.error(rid, EMISMATCH, "ValueError",
                               f"{mod}.{fn} returned {len(res)} results for {len(args)} payloads")
         if pickled:
             out = codec.dumps_pickle(res)
             if out is not None:
-                return self.chan.send(RESULT, rid, b"", out, b"", FLAG_PICKLE)
+                return self.chan.send(FRAME_RESULT, rid, b"", out, b"", FRAME_FLAG_PICKLE)
         try:
             out, oatt = codec.encode(res)
-        except (TypeError, ValueError) as e:
-            return self.error(rid, "codec", type(e).__name__, f"could not encode the results: {e}")
-        self.chan.send(RESULT, rid, b"", out, oatt)
+        except Exception as e:  # TypeError, ValueError, RecursionError (too deep)
+            return self.error(rid, ECODEC, type(e).__name__, f"could not encode the results: {e}")
+        self.chan.send(FRAME_RESULT, rid, b"", out, oatt)
 
-    def safe_call(self, *a):
+    def safe_call(self, rid, *a):
+        """Run a call and answer it, whatever fails: the engine waits for an answer
+        to every call, and an exception lost in a pool thread (or one that ends the
+        reader loop) would leave it waiting, or kill the worker over one result."""
         try:
-            self.call(*a)
+            self.call(rid, *a)
         except OSError:
             os._exit(0)  # the engine went away while we were answering
+        except BaseException as e:
+            try:
+                self.error(rid, EPYTHON, type(e).__name__,
+                           f"the worker could not answer the call: {type(e).__name__}: {e}",
+                           traceback.format_exc())
+            except OSError:
+                os._exit(0)
+
+    def submit(self, job):
+        """Hand a call to the thread pool, or queue it behind its session's running
+        call. Sessions hold per-session state that user code updates without locks
+        (a read-modify-write of session()), so one session's calls must not overlap;
+        calls of other sessions and calls without one run in parallel."""
+        sid = job[1].get("s")
+        if sid is not None:
+            with self.session_lock:
+                waiting = self.session_runs.get(sid)
+                if waiting is not None:
+                    waiting.append(job)
+                    return
+                self.session_runs[sid] = collections.deque()
+            self.pool.submit(self.run_session, sid, job)
+        else:
+            self.pool.submit(self.safe_call, *job)
+
+    def run_session(self, sid, job):
+        while True:
+            self.safe_call(*job)
+            with self.session_lock:
+                waiting = self.session_runs[sid]
+                if not waiting:
+                    del self.session_runs[sid]
+                    return
+                job = waiting.popleft()
 
     def dispatch(self, frame):
         """frame: one frame (after its length), a memoryview valid until the next
@@ -233,16 +276,17 @@ class Worker:
         off += 4
         data = bytes(frame[off:off + dlen])
         att = bytes(frame[off + dlen:]) if off + dlen < len(frame) else b""
-        if kind == CALL:
-            self.spin_next = flags & FLAG_SPIN
+        if kind == FRAME_CALL:
+            self.spin_next = flags & FRAME_FLAG_SPIN
+            job = (rid, self.call_meta(meta), data, att, flags)
             if self.pool is not None:
-                self.pool.submit(self.safe_call, rid, meta, data, att, flags)
+                self.submit(job)
             else:
-                self.safe_call(rid, meta, data, att, flags)
-        elif kind == RELEASE:
+                self.safe_call(*job)
+        elif kind == FRAME_RELEASE:
             sid = json.loads(meta).get("s")
             _sessions.pop(sid, None)
-        elif kind == VIEW_REPLY:
+        elif kind == FRAME_VIEW_REPLY:
             with self.view_lock:
                 slot = self.view_waits.pop(rid, None)
             if slot is not None:
@@ -314,7 +358,8 @@ class Worker:
             slot = [threading.Event(), None]
             self.view_waits[vid] = slot
         meta = f"{call_id}:{name}".encode()
-        self.chan.send(VIEW, vid, meta, pickle.dumps(args, protocol=5), b"", FLAG_PICKLE)
+        self.chan.send(FRAME_VIEW, vid, meta, pickle.dumps(args, protocol=5), b"",
+                       FRAME_FLAG_PICKLE)
         if threading.current_thread() is self.reader_thread:
             # This thread is also the frame reader: read until the reply comes, and
             # keep other frames for later.
@@ -324,7 +369,7 @@ class Worker:
                 if frame is None:
                     raise ConnectionError("the engine went away during a view call")
                 kind = frame[0]
-                if kind == VIEW_REPLY:
+                if kind == FRAME_VIEW_REPLY:
                     self.dispatch(frame)
                 else:
                     self.pending.append(bytes(frame))
@@ -333,7 +378,7 @@ class Worker:
         flags, rmeta, data = slot[1]
         if rmeta:
             raise ViewError(json.loads(rmeta).get("error", "view failed"))
-        return pickle.loads(data) if flags & FLAG_PICKLE else json.loads(data)
+        return pickle.loads(data) if flags & FRAME_FLAG_PICKLE else json.loads(data)
 
 
 def main():

@@ -18,14 +18,14 @@ import pickle
 import struct
 import zlib
 
+from .protocol import (DIR_E_NAME, DIR_E_PATH, DIR_ENTRY, DIR_H_MAGIC, DIR_H_NTABLES,
+                       DIR_H_SEQ, DIR_HDR, DIR_MAGIC, SEG_H_CAP, SEG_H_COUNT, SEG_H_HEAP_OFF,
+                       SEG_H_MAGIC, SEG_H_NVALS, SEG_H_RETIRED, SEG_H_SEQ, SEG_H_TYPE,
+                       SEG_HDR, SEG_MAGIC, SEG_PATH_MAX, SEG_SLOT, STORE_NAME_MAX, TABLE_BAG)
+
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SLOT = struct.Struct("<QQQ")
-_DIR_ENTRY = 256
-_DIR_HDR = 64
-_SEG_MAGIC = 0x31544C53
-_DIR_MAGIC = 0x31444C53
-BAG = 2
+_SLOT = struct.Struct("<QQQ")  # hash, key word, value word: SEG_SLOT bytes
 
 _stores = {}
 
@@ -62,11 +62,11 @@ class _Table:
     def __init__(self, path):
         with open(path, "rb") as f:
             self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        if _U32.unpack_from(self.mm, 0)[0] != _SEG_MAGIC:
+        if _U32.unpack_from(self.mm, SEG_H_MAGIC)[0] != SEG_MAGIC:
             raise OSError(f"{path} is not a Slither table segment")
-        self.type = _U32.unpack_from(self.mm, 4)[0]
-        self.cap = _U32.unpack_from(self.mm, 20)[0]
-        self.heap = _U64.unpack_from(self.mm, 32)[0]
+        self.type = _U32.unpack_from(self.mm, SEG_H_TYPE)[0]
+        self.cap = _U32.unpack_from(self.mm, SEG_H_CAP)[0]
+        self.heap = _U64.unpack_from(self.mm, SEG_H_HEAP_OFF)[0]
         self.path = path
 
 
@@ -83,7 +83,7 @@ class StoreReader:
                 self.dir = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         except FileNotFoundError:
             raise KeyError(f"no store named {self.name!r} is running in the engine") from None
-        if _U32.unpack_from(self.dir, 0)[0] != _DIR_MAGIC:
+        if _U32.unpack_from(self.dir, DIR_H_MAGIC)[0] != DIR_MAGIC:
             raise KeyError(f"{self.dir_path} is not a Slither store")
         self.tables = {}
 
@@ -91,25 +91,26 @@ class StoreReader:
         """The current segment path of `table`, read under the directory's seqlock."""
         d = self.dir
         while True:
-            s1 = _U64.unpack_from(d, 8)[0]
+            s1 = _U64.unpack_from(d, DIR_H_SEQ)[0]
             if s1 & 1:
                 continue
-            n = _U32.unpack_from(d, 4)[0]
+            n = _U32.unpack_from(d, DIR_H_NTABLES)[0]
             path = None
             for i in range(n):
-                off = _DIR_HDR + i * _DIR_ENTRY
-                nm = d[off:off + 64].split(b"\0", 1)[0].decode()
-                if nm == table:
-                    path = d[off + 64:off + 224].split(b"\0", 1)[0].decode()
+                off = DIR_HDR + i * DIR_ENTRY
+                nm = d[off + DIR_E_NAME:off + DIR_E_NAME + STORE_NAME_MAX]
+                if nm.split(b"\0", 1)[0].decode() == table:
+                    path = d[off + DIR_E_PATH:off + DIR_E_PATH + SEG_PATH_MAX]
+                    path = path.split(b"\0", 1)[0].decode()
                     break
-            if _U64.unpack_from(d, 8)[0] == s1:
+            if _U64.unpack_from(d, DIR_H_SEQ)[0] == s1:
                 if path is None:
                     raise KeyError(f"store {self.name!r} has no table {table!r}")
                 return path
 
     def _table(self, table):
         t = self.tables.get(table)
-        if t is not None and not _U32.unpack_from(t.mm, 16)[0]:
+        if t is not None and not _U32.unpack_from(t.mm, SEG_H_RETIRED)[0]:
             return t
         try:
             ino = os.stat(self.dir_path).st_ino
@@ -136,23 +137,24 @@ class StoreReader:
         h = zlib.crc32(kb)
         i = h & (cap - 1)
         klen = len(kb)
-        unpack = _SLOT.unpack_from
+        unpack, slots, step = _SLOT.unpack_from, SEG_HDR, SEG_SLOT
         for _ in range(cap):
-            hw, kw, vw = unpack(mm, 128 + i * 24)
+            at = slots + i * step
+            hw, kw, vw = unpack(mm, at)
             if kw == 0:
                 return 0
             if (hw & 0xFFFFFFFF) == h and (kw & 0xFFFFFFFF) == klen:
                 off = heap + (kw >> 32)
                 if mm[off:off + klen] == kb:
                     # the value word again, after the key: it is the freshest
-                    return _U64.unpack_from(mm, 128 + i * 24 + 16)[0]
+                    return _U64.unpack_from(mm, at + 16)[0]
             i = (i + 1) & (cap - 1)
         return 0
 
     def _values(self, t, vw):
         mm, heap = t.mm, t.heap
         off, ln = vw >> 32, vw & 0xFFFFFFFF
-        if t.type != BAG:
+        if t.type != TABLE_BAG:
             return pickle.loads(mm[heap + off:heap + off + ln])
         cnt = _U32.unpack_from(mm, heap + off)[0]
         out = []
@@ -166,7 +168,7 @@ class StoreReader:
         t = self._table(table)
         vw = self._find(t, _key(key))
         if not vw:
-            return [] if t.type == BAG else default
+            return [] if t.type == TABLE_BAG else default
         return self._values(t, vw)
 
     def get_many(self, table, keys):
@@ -174,14 +176,15 @@ class StoreReader:
         kbs = [_key(k) for k in keys]
         while True:
             t = self._table(table)
-            s1 = _U64.unpack_from(t.mm, 8)[0]
+            s1 = _U64.unpack_from(t.mm, SEG_H_SEQ)[0]
             if s1 & 1:
                 continue
             words = [self._find(t, kb) for kb in kbs]
-            out = [self._values(t, w) if w else ([] if t.type == BAG else None) for w in words]
-            if _U64.unpack_from(t.mm, 8)[0] == s1:
+            bag = t.type == TABLE_BAG
+            out = [self._values(t, w) if w else ([] if bag else None) for w in words]
+            if _U64.unpack_from(t.mm, SEG_H_SEQ)[0] == s1:
                 return out
 
     def size(self, table):
         t = self._table(table)
-        return _U64.unpack_from(t.mm, 56 if t.type == BAG else 24)[0]
+        return _U64.unpack_from(t.mm, SEG_H_NVALS if t.type == TABLE_BAG else SEG_H_COUNT)[0]
