@@ -12,10 +12,13 @@ published word never change, so a single read needs no lock. A segment replaced 
 reload or compaction is marked retired; the next read finds the new one through
 the store's directory.
 """
+import io
 import mmap
 import os
 import pickle
+import stat
 import struct
+import time
 import zlib
 
 from .protocol import (DIR_E_NAME, DIR_E_PATH, DIR_ENTRY, DIR_H_MAGIC, DIR_H_NTABLES,
@@ -28,6 +31,48 @@ _U64 = struct.Struct("<Q")
 _SLOT = struct.Struct("<QQQ")  # hash, key word, value word: SEG_SLOT bytes
 
 _stores = {}
+
+# A reader waits this long for a writer in the middle of a write, or for a segment
+# the directory names, before it gives up: a writer that died mid-write, or a
+# missing file, must not spin a worker forever.
+WAIT_S = 5.0
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Store values are plain values (the engine writes no class or reduce): a
+    value that names a global is refused before anything runs."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(
+            f"a store value names the global {module}.{name}; store values are plain "
+            "values, so it is refused")
+
+
+def _loads(b):
+    return _PlainUnpickler(io.BytesIO(b)).load()
+
+
+def _open_private(path):
+    """A read-only mapping of path, if it is a regular file of this user that no one
+    else may write (the engine creates them 0600); symlinks are not followed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or
+                st.st_mode & 0o077):
+            raise PermissionError(
+                f"{path} is not a private store file of this user (uid {st.st_uid}, "
+                f"mode {stat.filemode(st.st_mode)}): refusing to read it")
+        return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+def _waited(deadline, what):
+    """Yield the CPU while waiting; raise once the deadline has passed."""
+    if time.monotonic() > deadline:
+        raise TimeoutError(what)
+    os.sched_yield()
 
 
 def _engine_pid():
@@ -60,8 +105,7 @@ class _Table:
     __slots__ = ("mm", "type", "cap", "heap", "path")
 
     def __init__(self, path):
-        with open(path, "rb") as f:
-            self.mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        self.mm = _open_private(path)
         if _U32.unpack_from(self.mm, SEG_H_MAGIC)[0] != SEG_MAGIC:
             raise OSError(f"{path} is not a Slither table segment")
         self.type = _U32.unpack_from(self.mm, SEG_H_TYPE)[0]
@@ -78,9 +122,8 @@ class StoreReader:
 
     def _open_dir(self):
         try:
-            with open(self.dir_path, "rb") as f:
-                self.dir_ino = os.fstat(f.fileno()).st_ino
-                self.dir = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            self.dir = _open_private(self.dir_path)
+            self.dir_ino = os.stat(self.dir_path, follow_symlinks=False).st_ino
         except FileNotFoundError:
             raise KeyError(f"no store named {self.name!r} is running in the engine") from None
         if _U32.unpack_from(self.dir, DIR_H_MAGIC)[0] != DIR_MAGIC:
@@ -90,9 +133,12 @@ class StoreReader:
     def _lookup_dir(self, table):
         """The current segment path of `table`, read under the directory's seqlock."""
         d = self.dir
+        deadline = time.monotonic() + WAIT_S
         while True:
             s1 = _U64.unpack_from(d, DIR_H_SEQ)[0]
             if s1 & 1:
+                _waited(deadline, f"store {self.name!r}: its directory stayed mid-write "
+                                  f"for {WAIT_S:g} s")
                 continue
             n = _U32.unpack_from(d, DIR_H_NTABLES)[0]
             path = None
@@ -118,6 +164,7 @@ class StoreReader:
             raise KeyError(f"store {self.name!r} has stopped") from None
         if ino != self.dir_ino:  # the store was stopped and started again
             self._open_dir()
+        deadline = time.monotonic() + WAIT_S
         while True:
             path = self._lookup_dir(table)
             try:
@@ -125,7 +172,10 @@ class StoreReader:
             except FileNotFoundError:
                 if not os.path.exists(self.dir_path):
                     raise KeyError(f"store {self.name!r} has stopped") from None
-                continue  # replaced between the directory read and the open
+                # replaced between the directory read and the open: read again
+                _waited(deadline, f"store {self.name!r}: the segment of table {table!r} "
+                                  f"({path}) stayed missing for {WAIT_S:g} s")
+                continue
             # The old mapping is not closed here: another thread may still be
             # reading it. It closes when the last reference to it goes.
             self.tables[table] = t
@@ -155,13 +205,13 @@ class StoreReader:
         mm, heap = t.mm, t.heap
         off, ln = vw >> 32, vw & 0xFFFFFFFF
         if t.type != TABLE_BAG:
-            return pickle.loads(mm[heap + off:heap + off + ln])
+            return _loads(mm[heap + off:heap + off + ln])
         cnt = _U32.unpack_from(mm, heap + off)[0]
         out = []
         for k in range(cnt):
             o = _U32.unpack_from(mm, heap + off + 4 + 8 * k)[0]
             n = _U32.unpack_from(mm, heap + off + 8 + 8 * k)[0]
-            out.append(pickle.loads(mm[heap + o:heap + o + n]))
+            out.append(_loads(mm[heap + o:heap + o + n]))
         return out
 
     def get(self, table, key, default=None):
@@ -174,10 +224,13 @@ class StoreReader:
     def get_many(self, table, keys):
         """Values of several keys seen at one instant (a put_many is all or nothing)."""
         kbs = [_key(k) for k in keys]
+        deadline = time.monotonic() + WAIT_S
         while True:
             t = self._table(table)
             s1 = _U64.unpack_from(t.mm, SEG_H_SEQ)[0]
             if s1 & 1:
+                _waited(deadline, f"store {self.name!r}: table {table!r} stayed mid-write "
+                                  f"for {WAIT_S:g} s")
                 continue
             words = [self._find(t, kb) for kb in kbs]
             bag = t.type == TABLE_BAG
