@@ -102,6 +102,15 @@ struct sl_pool {
   int codec; /* decided by the first hello */
 };
 
+/* Start a timer that counts from now. libuv counts from the loop's cached time,
+ * taken when the loop last woke; the pool arms its timers from code that Lua
+ * called, and Lua may have held the thread for seconds since (a long computation,
+ * an io.popen), which would put the deadline in the past. One clock read. */
+static void timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
+  uv_update_time(t->loop);
+  uv_timer_start(t, cb, ms, repeat);
+}
+
 static void worker_spawn(sl_pool *p);
 static sl_worker *worker_by_id(sl_pool *p, int64_t id);
 static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *meta,
@@ -242,7 +251,7 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   uv_timer_init(e->loop, &p->stop_timer);
   p->tick.data = p->stop_timer.data = p;
   p->open_handles = 2;
-  uv_timer_start(&p->tick, tick_cb, TICK_MS, TICK_MS);
+  timer_start(&p->tick, tick_cb, TICK_MS, TICK_MS);
   uv_unref((uv_handle_t *)&p->tick);
   p->next = e->pools;
   e->pools = p;
@@ -577,7 +586,7 @@ static void send_call(sl_worker *w, sl_call *c) {
       uv_timer_init(p->e->loop, &c->timer->t);
       c->timer->t.data = c->timer;
       c->timer->call = c;
-      uv_timer_start(&c->timer->t, call_timeout_cb, (uint64_t)c->timeout_ms, 0);
+      timer_start(&c->timer->t, call_timeout_cb, (uint64_t)c->timeout_ms, 0);
     }
   }
 }
@@ -1194,7 +1203,7 @@ static void worker_spawn(sl_pool *p) {
   uv_read_start((uv_stream_t *)&w->chan, chan_alloc, chan_read_cb);
   uv_read_start((uv_stream_t *)&w->out, alloc_small, out_read_cb);
   uv_read_start((uv_stream_t *)&w->err, alloc_small, out_read_cb);
-  uv_timer_start(&w->timer, worker_timer_cb, (uint64_t)p->o.startup_timeout_ms, 0);
+  timer_start(&w->timer, worker_timer_cb, (uint64_t)p->o.startup_timeout_ms, 0);
 }
 
 static void worker_kill(sl_worker *w, int status, const char *reason) {
@@ -1226,7 +1235,7 @@ static void worker_retire(sl_worker *w) {
     return;
   }
   uv_timer_stop(&w->timer);
-  uv_timer_start(&w->timer, worker_timer_cb, RETIRE_KILL_MS, 0);
+  timer_start(&w->timer, worker_timer_cb, RETIRE_KILL_MS, 0);
 }
 
 static void maybe_recycle(sl_worker *w, const char *reason) {
@@ -1451,7 +1460,7 @@ static void stop_timer_cb(uv_timer_t *t) {
         kill(-w->pid, SIGTERM);
       }
     }
-    uv_timer_start(&p->stop_timer, stop_timer_cb, 1000, 0);
+    timer_start(&p->stop_timer, stop_timer_cb, 1000, 0);
   } else {
     for (w = p->workers; w; w = w->next) worker_kill(w, SL_ESTOPPED, "pool stopped (SIGKILL)");
   }
@@ -1488,7 +1497,7 @@ void sl_pool_stop(sl_pool *p, int grace_ms, sl_pool_stop_cb cb, void *ud) {
     else if (w->busy == 0) worker_retire(w);
     else if (w->state == W_READY) w->state = W_DRAINING, w->retiring = 1;
   }
-  uv_timer_start(&p->stop_timer, stop_timer_cb, (uint64_t)(grace_ms > 0 ? grace_ms : 0), 0);
+  timer_start(&p->stop_timer, stop_timer_cb, (uint64_t)(grace_ms > 0 ? grace_ms : 0), 0);
   check_stopped(p);
 }
 

@@ -429,4 +429,33 @@ describe("slither.pool", function()
     local exc = by["slither.pool.call.exception"]
     assert.are.equal("python", exc.md.kind)
   end)
+
+  -- ---- issue #11 -------------------------------------------------------------------
+
+  -- Keep the loop thread in Lua for ms milliseconds, as a long computation would.
+  local function block(ms)
+    local t = slither.now()
+    while slither.now() - t < ms do end
+  end
+
+  it("a pool started after Lua blocked the loop gets its whole hello timeout (#11)", function()
+    slither.sleep(1) -- the loop's clock is fresh here
+    block(3000)
+    local p, err = slither.pool.start{ name = "late", size = 2, startup_timeout_ms = 2500,
+                                       path = { H.pypath } }
+    assert(p, err and err.message)
+    assert.are.same({ 2 }, p:call("sl_testmod", "double", { 1 }))
+  end)
+
+  it("a call sent after Lua blocked the loop gets its whole timeout (#11)", function()
+    local pool = H.pool{ size = 1, call_timeout_ms = 1500 }
+    assert(pool:call("sl_testmod", "pid", { 0 }))
+    block(2500)
+    local r, err = pool:call("sl_testmod", "slow", { 1.0 })
+    assert(r, err and err.message)
+    block(2500)
+    local r2, err2 = pool:call("sl_testmod", "slow", { 3 })
+    assert.is_nil(r2)
+    assert.are.equal("timeout", err2.kind)
+  end)
 end)
