@@ -435,7 +435,8 @@ static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
   cb_call(lp->core, 1);
 }
 
-/* core.pool_start(opts, on_started) -> pool. on_started(true) or (nil, err). */
+/* core.pool_start(opts, on_started[, on_event]) -> pool. on_started(true) or
+ * (nil, err); on_event(ev) for every event from the first worker.start on. */
 static int l_pool_start(lua_State *L) {
   lcore *c = get_core(L);
   sl_pool_opts o;
@@ -496,12 +497,19 @@ static int l_pool_start(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 2);
   lp->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lua_isfunction(L, 3)) {
+    lua_pushvalue(L, 3);
+    lp->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  o.on_event = event_cb; /* silent until an event function is set */
+  o.event_ud = lp;
   lp->p = sl_pool_start(&c->e, &o, start_cb, lp, &err, msg, sizeof msg);
   free(path);
   free(env);
   if (!lp->p) {
     luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
-    lp->start_ref = LUA_NOREF;
+    if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);
+    lp->start_ref = lp->event_ref = LUA_NOREF;
     return luaL_error(L, "%s", msg);
   }
   return 1;

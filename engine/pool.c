@@ -245,6 +245,8 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   p->codec = SL_CODEC_JSON;
   p->start_cb = cb;
   p->start_ud = ud;
+  p->ev_cb = o->on_event;
+  p->ev_ud = o->event_ud;
   sl_smap_init(&p->sessions);
   p->next_call_id = 1;
   uv_timer_init(e->loop, &p->tick);

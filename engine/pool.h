@@ -18,6 +18,9 @@
 
 enum { SL_AFFINITY_HINT = 0, SL_AFFINITY_STRICT = 1 };
 
+typedef struct sl_pool_event sl_pool_event;
+typedef void (*sl_pool_event_cb)(sl_pool *p, const sl_pool_event *ev, void *ud);
+
 typedef struct sl_pool_opts {
   const char *name;
   int size;                /* workers */
@@ -35,6 +38,10 @@ typedef struct sl_pool_opts {
   size_t max_frame_bytes;
   int max_start_failures;  /* consecutive start-up failures before the pool fails */
   int codec;               /* -1 auto (pickle when offered), or SL_CODEC_* */
+  /* Events from the start on: the first workers' worker.start comes before
+   * sl_pool_start returns, too early for sl_pool_on_event. */
+  sl_pool_event_cb on_event;
+  void *event_ud;
 } sl_pool_opts;
 
 void sl_pool_opts_default(sl_pool_opts *o);
@@ -92,7 +99,7 @@ typedef struct sl_pool_stats {
   int failed, stopped;
 } sl_pool_stats;
 
-typedef struct sl_pool_event {
+struct sl_pool_event {
   const char *name;   /* "worker.start", "worker.ready", "worker.exit", "worker.restart",
                          "worker.recycle", "call.start", "call.stop", "call.exception" */
   const char *worker;
@@ -105,9 +112,8 @@ typedef struct sl_pool_event {
   int status;
   const char *hello;  /* worker.ready: the hello meta JSON */
   size_t hello_len;
-} sl_pool_event;
+};
 
-typedef void (*sl_pool_event_cb)(sl_pool *p, const sl_pool_event *ev, void *ud);
 /* Start finished: status 0 when every worker said hello; otherwise the pool has
  * already stopped its workers and msg names the worker and its stderr tail. */
 typedef void (*sl_pool_start_cb)(sl_pool *p, int status, const char *msg, void *ud);

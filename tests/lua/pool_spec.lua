@@ -432,6 +432,22 @@ describe("slither.pool", function()
 
   -- ---- issue #11 -------------------------------------------------------------------
 
+  it("emits worker.start for a pool's initial workers (#11)", function()
+    local starts, readies = {}, {}
+    local id = slither.telemetry.attach("slither.pool.worker", function(name, _, md)
+      if name == "slither.pool.worker.start" then starts[#starts + 1] = md.pid end
+      if name == "slither.pool.worker.ready" then readies[md.pid] = #starts end
+    end)
+    local pool = H.pool{ size = 2 }
+    slither.telemetry.detach(id)
+    assert.are.equal(2, #starts)
+    local pids = pool:pids()
+    table.sort(pids)
+    table.sort(starts)
+    assert.are.same(pids, starts)
+    for _, pid in ipairs(pids) do assert.truthy(readies[pid], "ready after start of " .. pid) end
+  end)
+
   -- Keep the loop thread in Lua for ms milliseconds, as a long computation would.
   local function block(ms)
     local t = slither.now()
