@@ -544,7 +544,9 @@ static void push_call_error(lua_State *L, sl_call *c, int status, const char *po
       c->res_meta_len &&
       sl_codec_decode(L, c->res_meta, c->res_meta_len, NULL, 0, err, sizeof err) == 0 &&
       lua_istable(L, -1)) {
-    /* {kind, type, message, traceback, worker, pid} from the worker */
+    /* {kind, type, message, traceback, worker, pid} from the worker; the kind is
+     * the one the pool read from the same meta, so telemetry and caller agree */
+    set_str(L, "kind", sl_err_name(status));
   } else {
     lua_settop(L, top); /* drop a decoded meta that is not a table */
     lua_createtable(L, 0, 8);

@@ -5,6 +5,7 @@
 #include "codec.h"
 #include "error.h"
 #include "smap.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -897,17 +898,6 @@ static sl_call *inflight_find(sl_worker *w, uint32_t id) {
   return NULL;
 }
 
-static int error_status(const char *meta, size_t n) {
-  /* The worker names the kind first: {"kind":"python",...}. */
-  if (n > 9 && memcmp(meta, "{\"kind\":\"", 9) == 0) {
-    const char *k = meta + 9;
-    size_t left = n - 9;
-    if (left >= 7 && memcmp(k, "import\"", 7) == 0) return SL_EIMPORT;
-    if (left >= 16 && memcmp(k, "result_mismatch\"", 16) == 0) return SL_EMISMATCH;
-  }
-  return SL_EPYTHON;
-}
-
 static void check_start_done(sl_pool *p);
 static void maybe_recycle(sl_worker *w, const char *reason);
 static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n);
@@ -916,16 +906,23 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
   sl_pool *p = w->pool;
   sl_call *c;
   switch (f->kind) {
-    case SL_FRAME_HELLO:
+    case SL_FRAME_HELLO: {
+      const char *v;
+      size_t vlen;
       if (w->state != W_STARTING) {
         worker_kill(w, SL_ECRASHED, "protocol error: second hello");
+        return;
+      }
+      if (sl_wire_member(f->meta, f->meta_len, "codecs", &v, &vlen) < 0) {
+        worker_kill(w, SL_ESTART, "sent a hello that is not a JSON object");
         return;
       }
       w->state = W_READY;
       w->hello_seen = 1;
       if (!strchr(p->python, '/')) interp_learn(p->e, p->python, f->meta, f->meta_len);
       if (p->o.codec != SL_CODEC_JSON && p->codec == SL_CODEC_JSON && p->state == P_STARTING &&
-          memmem(f->meta, f->meta_len, "\"pickle\"", 8))
+          sl_wire_member(f->meta, f->meta_len, "codecs", &v, &vlen) == 1 &&
+          sl_wire_array_has(v, vlen, "pickle"))
         p->codec = SL_CODEC_PICKLE; /* every worker of a pool runs the same package */
       uv_timer_stop(&w->timer);
       p->start_failures = 0;
@@ -944,8 +941,10 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       else if (p->state == P_STOPPING) worker_retire(w);
       pump(p);
       return;
+    }
     case SL_FRAME_RESULT:
-    case SL_FRAME_ERROR:
+    case SL_FRAME_ERROR: {
+      int status = 0;
       c = inflight_find(w, f->id);
       if (!c) {
         char reason[96];
@@ -964,23 +963,39 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       c->res_att = f->att;
       c->res_att_len = f->att_len;
       c->res_flags = f->flags;
-      finish_call(c, f->kind == SL_FRAME_RESULT ? 0 : error_status(f->meta, f->meta_len));
+      if (f->kind == SL_FRAME_ERROR && (status = sl_wire_error_kind(f->meta, f->meta_len)) ==
+                                           SL_EPROTO) {
+        /* An error nobody can read: the worker is broken, as after a bad frame. */
+        snprintf(c->message, sizeof c->message,
+                 "worker %s sent an error the engine cannot read (its meta is not a JSON "
+                 "object with a worker error kind); the worker is being replaced", w->name);
+        c->res_meta_len = 0;
+        worker_kill(w, SL_EPROTO, "protocol error: an unreadable error meta");
+      }
+      finish_call(c, status);
       if (w->state == W_CLOSING) return;
       if (w->max_calls > 0 && w->calls_done >= w->max_calls) maybe_recycle(w, "max_calls");
       if (w->state == W_DRAINING && w->busy == 0) worker_retire(w);
       else pump(p);
       return;
+    }
     case SL_FRAME_VIEW: {
       /* meta: "<call id>:<view name>"; the call gives the session */
       char name[256];
-      unsigned long cid = 0;
+      uint64_t cid = 0;
       size_t k = 0;
       const char *colon = memchr(f->meta, ':', f->meta_len);
-      if (!colon || (size_t)(f->meta + f->meta_len - colon - 1) >= sizeof name) {
+      int ok = colon && colon > f->meta && colon - f->meta <= 10 &&
+               (size_t)(f->meta + f->meta_len - colon - 1) < sizeof name;
+      for (; ok && f->meta + k < colon; k++) {
+        if (f->meta[k] < '0' || f->meta[k] > '9') ok = 0;
+        cid = cid * 10 + (uint64_t)(f->meta[k] - '0');
+      }
+      if (!ok || cid > UINT32_MAX ||
+          memchr(colon + 1, '\0', (size_t)(f->meta + f->meta_len - colon - 1))) {
         worker_kill(w, SL_ECRASHED, "protocol error: bad view request");
         return;
       }
-      for (; f->meta + k < colon; k++) cid = cid * 10 + (unsigned long)(f->meta[k] - '0');
       memcpy(name, colon + 1, (size_t)(f->meta + f->meta_len - colon - 1));
       name[f->meta + f->meta_len - colon - 1] = '\0';
       c = inflight_find(w, (uint32_t)cid);
@@ -1094,26 +1109,21 @@ static const char *interp_lookup(sl_engine *e, const char *name) {
   return NULL;
 }
 
-/* Remember the executable a worker reported in its hello ("executable": "..."). */
+/* Remember the executable a worker reported in its hello ("executable"), so the
+ * next spawn of the same bare name skips the PATH search. */
 static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n) {
-  static const char key[] = "\"executable\": \"";
-  const char *p = NULL, *q, *end = hello + n;
+  char path[4096];
+  const char *v;
+  size_t vlen;
   struct sl_interp *i;
-  size_t k;
   if (interp_lookup(e, name)) return;
-  for (k = 0; k + sizeof key - 1 <= n; k++)
-    if (memcmp(hello + k, key, sizeof key - 1) == 0) {
-      p = hello + k + sizeof key - 1;
-      break;
-    }
-  if (!p) return;
-  for (q = p; q < end && *q != '"'; q++)
-    if (*q == '\\') return; /* escaped paths are rare: keep using the name */
-  if (q >= end || q == p || *p != '/') return;
+  if (sl_wire_member(hello, n, "executable", &v, &vlen) != 1 ||
+      sl_wire_string(v, vlen, path, sizeof path) < 1 || path[0] != '/')
+    return;
   i = calloc(1, sizeof *i);
   if (!i) return;
   i->name = strdup(name);
-  i->path = strndup(p, (size_t)(q - p));
+  i->path = strdup(path);
   i->next = e->interps;
   e->interps = i;
 }

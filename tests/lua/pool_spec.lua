@@ -432,6 +432,52 @@ describe("slither.pool", function()
 
   -- ---- issue #11 -------------------------------------------------------------------
 
+  it("call.exception carries the kind the caller gets: import and result_mismatch (#11)", function()
+    local kinds = {}
+    local id = slither.telemetry.attach("slither.pool.call.exception", function(_, _, md)
+      kinds[#kinds + 1] = md.kind
+    end)
+    local pool = H.pool{ size = 1 }
+    local _, e1 = pool:call("no_such_module_xyz", "f", { 1 })
+    local _, e2 = pool:call("sl_testmod", "no_such_function", { 1 })
+    local _, e3 = pool:call("sl_testmod", "wrong_length", { 1, 2 })
+    local _, e4 = pool:call("sl_testmod", "boom", { 1 })
+    slither.telemetry.detach(id)
+    assert.are.same({ "import", "import", "result_mismatch", "python" },
+      { e1.kind, e2.kind, e3.kind, e4.kind })
+    assert.are.same({ "import", "import", "result_mismatch", "python" }, kinds)
+  end)
+
+  it("an error frame whose meta cannot be read fails as protocol and replaces the worker (#11)",
+    function()
+    local pool = H.pool{ size = 1 }
+    local bad = {
+      "garbage, not JSON",
+      '{"kind": "import"',                    -- cut short
+      '{"kind": 5, "message": "m"}',          -- kind is not a string
+      '{"kind": "timeout", "message": "m"}',  -- a kind only the engine may give
+      '{"message": "no kind"}',
+      '["kind", "import"]',
+      '{"kind": "import", "message": "m"} trailing',
+      string.rep("[", 100000),
+      "",
+    }
+    for i, meta in ipairs(bad) do
+      local seen
+      local id = slither.telemetry.attach("slither.pool.call.exception", function(_, _, md)
+        seen = md.kind
+      end)
+      local r, err = pool:call("sl_testmod", "raw_error_meta", { meta })
+      slither.telemetry.detach(id)
+      assert.is_nil(r)
+      assert.are.equal("protocol", err.kind, "meta " .. i .. ": " .. tostring(err.kind))
+      assert.truthy(err.message:find("error", 1, true), err.message)
+      assert.are.equal("protocol", seen, "meta " .. i)
+      -- the engine lives and a fresh worker serves the next call
+      assert.are.same({ 2 * i }, pool:call("sl_testmod", "double", { i }))
+    end
+  end)
+
   it("emits worker.start for a pool's initial workers (#11)", function()
     local starts, readies = {}, {}
     local id = slither.telemetry.attach("slither.pool.worker", function(name, _, md)
