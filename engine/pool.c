@@ -53,6 +53,9 @@ struct sl_worker {
   sl_call *inflight;
   int busy;
   int calls_done, max_calls;
+  int calls_sent;     /* max_calls counts these: the limit holds at the moment of sending */
+  int awaiting;       /* recycling: its replacement is starting; it leaves on a hello */
+  char recycle_reason[32];
   uint64_t last_done; /* pool-wide sequence number of its last finished call */
   double started_ms;
   char tail[TAIL_MAX];
@@ -114,6 +117,16 @@ static void timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t rep
 
 static void worker_spawn(sl_pool *p);
 static sl_worker *worker_by_id(sl_pool *p, int64_t id);
+
+/* A worker that has been sent max_calls calls takes no more, though it stays
+ * ready (and counted ready) until its replacement has said hello. */
+static int spent(const sl_worker *w) { return w->max_calls > 0 && w->calls_sent >= w->max_calls; }
+static int takes_calls(const sl_worker *w) { return w->state == W_READY && !spent(w); }
+/* A strict session on this worker is lost: it is gone, leaving, or will take no
+ * more calls. */
+static int lost_for_sessions(const sl_worker *w) {
+  return !w || w->state == W_CLOSING || w->state == W_DRAINING || spent(w);
+}
 static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *meta,
                       sl_buf *data, sl_buf *att);
 static void worker_kill(sl_worker *w, int status, const char *reason);
@@ -550,6 +563,7 @@ static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *me
 }
 
 static sl_worker *worker_by_id(sl_pool *p, int64_t id);
+static void maybe_recycle(sl_worker *w, const char *reason);
 
 static void send_call(sl_worker *w, sl_call *c) {
   sl_pool *p = w->pool;
@@ -564,6 +578,10 @@ static void send_call(sl_worker *w, sl_call *c) {
   snprintf(c->worker, sizeof c->worker, "%s", w->name);
   c->worker_pid = w->pid;
   c->t_sent = sl_now_ms(p->e);
+  c->queued_ms = c->t_sent - c->t_submit;
+  /* Counted before anything runs Lua (the call.start event), which may send
+   * another call. */
+  w->calls_sent++;
   if (c->session) {
     /* Keep an existing binding while its worker lives (a hint call that overflowed
      * to another worker does not move the session). */
@@ -592,6 +610,9 @@ static void send_call(sl_worker *w, sl_call *c) {
       timer_start(&c->timer->t, call_timeout_cb, (uint64_t)c->timeout_ms, 0);
     }
   }
+  /* The last call it may serve is on its way: its replacement starts now, so it
+   * is ready as soon as it can be. */
+  if (spent(w)) maybe_recycle(w, "max_calls");
 }
 
 static sl_worker *worker_by_id(sl_pool *p, int64_t id) {
@@ -608,7 +629,7 @@ static sl_worker *worker_by_id(sl_pool *p, int64_t id) {
 static int other_live_worker(sl_pool *p, const char *avoid) {
   sl_worker *w;
   for (w = p->workers; w; w = w->next)
-    if ((w->state == W_READY || w->state == W_STARTING) && strcmp(w->name, avoid) != 0)
+    if ((takes_calls(w) || w->state == W_STARTING) && strcmp(w->name, avoid) != 0)
       return 1;
   return 0;
 }
@@ -624,7 +645,7 @@ static sl_worker *least_loaded(sl_pool *p, const char *avoid) {
   start = (p->rr++) % n;
   for (w = p->workers; w; w = w->next, i++) {
     int rank = (i - start + n) % n;
-    if (w->state != W_READY || w->busy >= p->o.threads) continue;
+    if (!takes_calls(w) || w->busy >= p->o.threads) continue;
     if (skip && strcmp(w->name, avoid) == 0) continue;
     if (!best || w->busy < best->busy ||
         (w->busy == best->busy && (w->last_done > best->last_done ||
@@ -649,38 +670,38 @@ again:
   {
     int any_free = 0;
     for (w = p->workers; w; w = w->next)
-      if (w->state == W_READY && w->busy < p->o.threads) any_free = 1;
+      if (takes_calls(w) && w->busy < p->o.threads) any_free = 1;
     if (!any_free) return;
   }
   for (c = p->qhead; c; c = c->next) {
     if (c->strict_worker >= 0) {
       w = worker_by_id(p, c->strict_worker);
-      if ((!w || w->state == W_CLOSING || w->state == W_DRAINING) && c->sticky) {
+      if (lost_for_sessions(w) && c->sticky) {
         /* a sticky session moves on when its worker is gone */
         sl_smap_del(&p->sessions, c->session);
         c->strict_worker = -1;
         bind_strict(p, c);
         w = c->strict_worker >= 0 ? worker_by_id(p, c->strict_worker) : NULL;
-        if (!w || w->state != W_READY || w->busy >= p->o.threads) continue;
+        if (!w || !takes_calls(w) || w->busy >= p->o.threads) continue;
         q_remove(p, c);
         send_call(w, c);
         goto again;
       }
-      if (!w || w->state == W_CLOSING || w->state == W_DRAINING) {
+      if (lost_for_sessions(w)) {
         q_remove(p, c);
         fail_call(c, SL_ESESSIONLOST,
                   "session '%s' was held by a worker that is gone; its state is lost",
                   c->session);
         goto again;
       }
-      if (w->state != W_READY || w->busy >= p->o.threads) continue;
+      if (!takes_calls(w) || w->busy >= p->o.threads) continue;
     } else {
       w = NULL;
       if (c->session) {
         int64_t id;
         if (sl_smap_get(&p->sessions, c->session, &id)) {
           w = worker_by_id(p, id);
-          if (w && (w->state != W_READY || w->busy >= p->o.threads)) w = NULL;
+          if (w && (!takes_calls(w) || w->busy >= p->o.threads)) w = NULL;
           if (w && c->avoid[0] && strcmp(w->name, c->avoid) == 0) w = NULL;
         }
       }
@@ -701,7 +722,7 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   int best_load = 0;
   if (sl_smap_get(&p->sessions, c->session, &id)) {
     w = worker_by_id(p, id);
-    if (w && w->state != W_CLOSING && w->state != W_DRAINING) {
+    if (!lost_for_sessions(w)) {
       c->strict_worker = (int)id;
       return 0;
     }
@@ -714,7 +735,8 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   for (w = p->workers; w; w = w->next, i++) {
     int load, rank = (i - start + n) % n;
     sl_call *q;
-    if (w->state != W_READY && w->state != W_STARTING) continue;
+    /* not on a worker about to leave: its replacement is already a candidate */
+    if ((w->state != W_READY && w->state != W_STARTING) || spent(w) || w->awaiting) continue;
     load = w->busy;
     for (q = p->qhead; q; q = q->next)
       if (q->strict_worker == w->id) load++;
@@ -899,7 +921,7 @@ static sl_call *inflight_find(sl_worker *w, uint32_t id) {
 }
 
 static void check_start_done(sl_pool *p);
-static void maybe_recycle(sl_worker *w, const char *reason);
+static void retire_replaced(sl_pool *p);
 static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n);
 
 static void on_frame(sl_worker *w, const sl_frame *f) {
@@ -939,6 +961,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       if (p->state == P_STARTING) check_start_done(p);
       else if (p->state == P_STOPPING) worker_retire(w);
+      else if (p->state == P_RUNNING) retire_replaced(p);
       pump(p);
       return;
     }
@@ -974,7 +997,6 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       finish_call(c, status);
       if (w->state == W_CLOSING) return;
-      if (w->max_calls > 0 && w->calls_done >= w->max_calls) maybe_recycle(w, "max_calls");
       if (w->state == W_DRAINING && w->busy == 0) worker_retire(w);
       else pump(p);
       return;
@@ -1250,16 +1272,34 @@ static void worker_retire(sl_worker *w) {
   timer_start(&w->timer, worker_timer_cb, RETIRE_KILL_MS, 0);
 }
 
+/* Recycling keeps the pool's capacity: the replacement starts first, and the old
+ * worker stays ready until the replacement has said hello (retire_replaced). Until
+ * then it serves calls, unless it recycles for max_calls: then it has had its
+ * last one and only waits. The cost is one process more than `size` for the
+ * length of a start-up. */
 static void maybe_recycle(sl_worker *w, const char *reason) {
   sl_pool *p = w->pool;
-  if (w->state != W_READY || p->state != P_RUNNING) return;
-  w->state = W_DRAINING;
-  w->retiring = 1;
+  if (w->state != W_READY || w->awaiting || p->state != P_RUNNING) return;
+  w->awaiting = 1;
   p->recycles++;
-  snprintf(w->reason, sizeof w->reason, "recycled: %s", reason);
+  snprintf(w->recycle_reason, sizeof w->recycle_reason, "%s", reason);
   emit(p, "worker.recycle", w, reason, NULL, 0, sl_now_ms(p->e) - w->started_ms);
-  worker_spawn(p); /* the replacement starts before the old worker leaves */
-  if (w->busy == 0) worker_retire(w);
+  if (p->state == P_RUNNING) worker_spawn(p); /* unless a handler stopped the pool */
+}
+
+/* A worker said hello: the oldest worker waiting for its replacement leaves. Any
+ * new worker will do: if the replacement itself failed to start, the one started
+ * after it takes its place. */
+static void retire_replaced(sl_pool *p) {
+  sl_worker *w, *old = NULL;
+  for (w = p->workers; w; w = w->next)
+    if (w->awaiting && w->state == W_READY && (!old || w->id < old->id)) old = w;
+  if (!old) return;
+  old->state = W_DRAINING;
+  old->retiring = 1;
+  if (!old->reason[0])
+    snprintf(old->reason, sizeof old->reason, "recycled: %s", old->recycle_reason);
+  if (old->busy == 0) worker_retire(old);
 }
 
 static void fail_start(sl_pool *p, sl_worker *w) {
@@ -1366,7 +1406,8 @@ static void worker_gone(sl_worker *w) {
 
   if (p->state == P_STARTING) {
     fail_start(p, w);
-  } else if (p->state == P_RUNNING && !w->retiring) {
+  } else if (p->state == P_RUNNING && !w->retiring && !w->awaiting) {
+    /* (a worker that dies waiting for its replacement needs no other) */
     if (was_ready) {
       p->restarts++;
       emit(p, "worker.restart", w, w->reason[0] ? w->reason : "exited", NULL, 0, 0);

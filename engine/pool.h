@@ -5,8 +5,9 @@
  * The pool starts workers, waits for their hello, routes calls (session affinity
  * first, then the least loaded worker), times calls out by killing the worker that
  * runs them (so a timed-out call never overlaps the next), replaces crashed
- * workers, recycles old ones (calls, RSS, age) by starting the replacement before
- * the old one leaves, and stops cleanly. Every function runs on the loop thread. */
+ * workers, recycles old ones (calls, RSS, age) by starting the replacement first
+ * and keeping the old one ready until the replacement has said hello, and stops
+ * cleanly. Every function runs on the loop thread. */
 #ifndef SL_POOL_H
 #define SL_POOL_H
 

@@ -265,7 +265,9 @@ describe("slither.pool", function()
     local pool = H.pool{ size = 1, max_rss_mb = 150 }
     local pid = assert(pool:call("sl_testmod", "hog", { 200 }))[1]
     assert.is_true(H.wait_until(function() return pool:stats().recycles == 1 end, 5000))
-    assert.is_true(H.wait_until(function() return pool:stats().ready == 1 end, 5000))
+    -- it serves on until its replacement is ready, then leaves
+    assert.is_true(H.wait_until(function() return not H.set(pool:pids())[pid] end, 5000))
+    assert.are.equal(1, pool:stats().ready)
     local now = assert(pool:call("sl_testmod", "pid", { 0 }))[1]
     assert.are_not.equal(pid, now)
   end)
@@ -475,6 +477,94 @@ describe("slither.pool", function()
       assert.are.equal("protocol", seen, "meta " .. i)
       -- the engine lives and a fresh worker serves the next call
       assert.are.same({ 2 * i }, pool:call("sl_testmod", "double", { i }))
+    end
+  end)
+
+  for _, n in ipairs({ 3, 5 }) do
+    it("max_calls = " .. n .. " serves exactly " .. n .. " calls per worker (#11)", function()
+      local pool = H.pool{ size = 1, max_calls = n, max_calls_jitter = 0 }
+      local served, order = {}, {}
+      -- in a task, as dispatch and pipes call: the next call is sent from the
+      -- callback of the one before
+      assert.is_true((slither.spawn(function()
+        for i = 1, 4 * n + 1 do
+          local pid = assert(pool:call("sl_testmod", "pid", { i }))[1]
+          if not served[pid] then order[#order + 1] = pid end
+          served[pid] = (served[pid] or 0) + 1
+        end
+      end):join()))
+      assert.are.equal(5, #order)
+      for k = 1, 4 do assert.are.equal(n, served[order[k]], "worker " .. k) end
+      assert.are.equal(1, served[order[5]])
+      assert.are.equal(4, pool:stats().recycles)
+    end)
+  end
+
+  it("max_calls holds exactly under concurrent calls on two workers (#11)", function()
+    local pool = H.pool{ size = 2, max_calls = 4, max_calls_jitter = 0 }
+    local served = {}
+    local tasks = {}
+    for k = 1, 4 do
+      tasks[k] = slither.spawn(function()
+        for i = 1, 10 do
+          local r = assert(pool:call("sl_testmod", "pid", { i }))
+          served[r[1]] = (served[r[1]] or 0) + 1
+        end
+      end)
+    end
+    for k = 1, 4 do assert.is_true((tasks[k]:join())) end
+    local live = H.set(pool:pids())
+    local total = 0
+    for pid, count in pairs(served) do
+      total = total + count
+      if live[pid] then
+        assert.is_true(count <= 4, pid .. " served " .. count)
+      else
+        assert.are.equal(4, count, "recycled worker " .. pid)
+      end
+    end
+    assert.are.equal(40, total)
+  end)
+
+  it("a size-1 pool keeps a ready worker through every recycle (#11)", function()
+    local pool
+    local low, order = math.huge, {}
+    local function sample()
+      if pool then low = math.min(low, pool:stats().ready) end
+    end
+    local id = slither.telemetry.attach("slither.pool.worker", function(name, _, md)
+      if md.pool ~= "rc" then return end
+      sample()
+      order[#order + 1] = { name = name:match("[^.]+$"), pid = md.pid }
+    end)
+    pool = H.pool{ name = "rc", size = 1, max_calls = 3, max_calls_jitter = 0 }
+    local running = true
+    local sampler = slither.spawn(function()
+      while running do
+        sample()
+        slither.sleep(2)
+      end
+    end)
+    local pids = {}
+    for i = 1, 10 do
+      local pid = assert(pool:call("sl_testmod", "slow", { 0.02 }))[1]
+      if pids[#pids] ~= pid then pids[#pids + 1] = pid end
+      sample()
+    end
+    running = false
+    sampler:join()
+    assert.is_true(H.wait_until(function() return pool:stats().recycles == 3 end))
+    slither.telemetry.detach(id)
+    assert.are.equal(4, #pids)
+    assert.are.equal(1, low, "ready workers dropped to " .. low)
+    -- each recycled worker left only after its replacement said hello
+    local at = {}
+    for i, e in ipairs(order) do at[e.name .. ":" .. tostring(e.pid)] = i end
+    for k = 1, 3 do
+      local ready_next, exit_old = at["ready:" .. pids[k + 1]], at["exit:" .. pids[k]]
+      assert.truthy(ready_next, "ready of " .. pids[k + 1])
+      assert.truthy(exit_old, "exit of " .. pids[k])
+      assert.is_true(ready_next < exit_old, "worker " .. k .. " left before its replacement")
     end
   end)
 
