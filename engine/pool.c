@@ -99,6 +99,7 @@ struct sl_pool {
   void *ev_ud;
   sl_pool_view_cb view_cb;
   void *view_ud;
+  sl_call_check check;
   uv_timer_t tick, stop_timer;
   int open_handles;
   int stop_phase;
@@ -280,6 +281,8 @@ void sl_pool_on_event(sl_pool *p, sl_pool_event_cb cb, void *ud) {
   p->ev_cb = cb;
   p->ev_ud = ud;
 }
+
+void sl_pool_on_result(sl_pool *p, sl_call_check check) { p->check = check; }
 
 void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud) {
   p->view_cb = cb;
@@ -484,6 +487,7 @@ static void finish_call(sl_call *c, int status) {
   call_stop_timer(c);
   if (c->t_sent > 0) c->run_ms = now - c->t_sent;
   c->queued_ms = (c->t_sent > 0 ? c->t_sent : now) - c->t_submit;
+  if (status == 0 && p->check) status = p->check(c, c->ud);
   if (status) {
     p->errors++;
     if (!c->message[0]) snprintf(c->message, sizeof c->message, "%s", sl_strerror(status));

@@ -130,6 +130,12 @@ typedef void (*sl_pool_view_cb)(sl_pool *p, int worker_id, const char *worker,
                                 uint32_t req_id, const char *view, const char *session,
                                 const char *data, size_t len, int flags, void *ud);
 void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud);
+/* Read a successful result before the call's end is reported (call.stop or
+ * call.exception, then the call's callback): returns 0 when the caller can use
+ * it, or the SL_E* code it becomes (with call->message set), so that telemetry
+ * reports what the caller gets. ud is the call's. */
+typedef int (*sl_call_check)(sl_call *call, void *ud);
+void sl_pool_on_result(sl_pool *p, sl_call_check check);
 /* Answer a view request: err NULL and data (taken over) with data_flags, or err set.
  * Returns SL_ENOTFOUND when the worker is gone (the answer is dropped). */
 int sl_pool_view_reply(sl_pool *p, int worker_id, uint32_t req_id, const char *err,

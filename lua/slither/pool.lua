@@ -47,10 +47,12 @@ local views = require("slither.views")
 -- The pool's events as telemetry; last.hello: the hello of the latest worker to start.
 local function event_forwarder(last)
   return function(ev)
-    if ev.name == "worker.ready" and ev.hello then last.hello = ev.hello end
+    local name = ev.name
+    if name == "worker.ready" and ev.hello then last.hello = ev.hello end
     local measurements = { duration_ms = ev.duration_ms, queued_ms = ev.queued_ms,
                            items = ev.items }
-    telemetry.execute("slither.pool." .. ev.name, measurements, ev)
+    ev.name, ev.duration_ms, ev.queued_ms, ev.items = nil, nil, nil, nil
+    telemetry.execute("slither.pool." .. name, measurements, ev)
   end
 end
 
