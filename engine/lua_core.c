@@ -405,20 +405,44 @@ static void start_cb(sl_pool *p, int status, const char *msg, void *ud) {
 
 static int safe_decode(lua_State *L, const char *data, size_t len, int pickle);
 
+/* The message of a failed call: a worker's error carries its own in its meta. */
+static void set_call_message(lua_State *L, const sl_call *c, int status) {
+  if ((status == SL_EPYTHON || status == SL_EIMPORT || status == SL_EMISMATCH ||
+       status == SL_ECODEC) &&
+      c->res_meta_len && safe_decode(L, c->res_meta, c->res_meta_len, 0) == 0) {
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "message");
+      if (lua_isstring(L, -1)) {
+        lua_setfield(L, -3, "message");
+        lua_pop(L, 1);
+        return;
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  set_str(L, "message", c->message[0] ? c->message : sl_strerror(status));
+}
+
+/* One table per event; slither.pool splits it into measurements and metadata
+ * (README, Telemetry). A field is set only where it means something. */
 static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
   lpool *lp = ud;
   lua_State *L = lp->core->cbL;
+  const char *n = ev->name;
   if (lp->event_ref == LUA_NOREF || lp->core->closed) return;
   if (ev->call && !lp->core->call_events) return;
   push_ref(L, lp->event_ref);
-  lua_createtable(L, 0, 10);
-  set_str(L, "name", ev->name);
+  lua_createtable(L, 0, 12);
+  set_str(L, "name", n);
   set_str(L, "pool", sl_pool_name(p));
-  set_str(L, "worker", ev->worker);
+  if (ev->worker && ev->worker[0]) set_str(L, "worker", ev->worker);
   if (ev->pid) set_num(L, "pid", ev->pid);
   if (ev->reason) set_str(L, "reason", ev->reason);
-  set_num(L, "duration_ms", ev->duration_ms);
-  if (!strcmp(ev->name, "worker.exit")) {
+  if (!strcmp(n, "worker.ready") || !strcmp(n, "worker.exit") || !strcmp(n, "worker.recycle") ||
+      !strcmp(n, "call.stop") || !strcmp(n, "call.exception"))
+    set_num(L, "duration_ms", ev->duration_ms);
+  if (!strcmp(n, "worker.exit")) {
     set_num(L, "exit_status", (double)ev->exit_status);
     set_num(L, "signal", ev->term_signal);
   }
@@ -426,16 +450,23 @@ static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
     set_str(L, "module", ev->call->module);
     set_str(L, "function", ev->call->function);
     set_str(L, "session", ev->call->session);
+    set_num(L, "call_id", ev->call->id);
     set_num(L, "items", (double)ev->call->nitems);
     set_num(L, "queued_ms", ev->call->queued_ms);
-    if (ev->status) set_str(L, "kind", sl_err_name(ev->status));
+    if (ev->status) {
+      set_str(L, "kind", sl_err_name(ev->status));
+      set_call_message(L, ev->call, ev->status);
+    }
   }
   if (ev->hello && safe_decode(L, ev->hello, ev->hello_len, 0) == 0)
     lua_setfield(L, -2, "hello");
   cb_call(lp->core, 1);
 }
 
-/* core.pool_start(opts, on_started) -> pool. on_started(true) or (nil, err). */
+static int result_check(sl_call *c, void *ud);
+
+/* core.pool_start(opts, on_started[, on_event]) -> pool. on_started(true) or
+ * (nil, err); on_event(ev) for every event from the first worker.start on. */
 static int l_pool_start(lua_State *L) {
   lcore *c = get_core(L);
   sl_pool_opts o;
@@ -496,12 +527,20 @@ static int l_pool_start(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 2);
   lp->start_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lua_isfunction(L, 3)) {
+    lua_pushvalue(L, 3);
+    lp->event_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  o.on_event = event_cb; /* silent until an event function is set */
+  o.event_ud = lp;
   lp->p = sl_pool_start(&c->e, &o, start_cb, lp, &err, msg, sizeof msg);
+  if (lp->p) sl_pool_on_result(lp->p, result_check);
   free(path);
   free(env);
   if (!lp->p) {
     luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
-    lp->start_ref = LUA_NOREF;
+    if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);
+    lp->start_ref = lp->event_ref = LUA_NOREF;
     return luaL_error(L, "%s", msg);
   }
   return 1;
@@ -525,6 +564,7 @@ typedef struct lcall {
   lcore *core;
   int ref;
   int items_ref; /* call_items: the item list whose payloads are replaced */
+  int res_ref;   /* the decoded result, between result_check and call_cb */
   int first;
   const char *pool;
 } lcall;
@@ -532,11 +572,14 @@ typedef struct lcall {
 static void push_call_error(lua_State *L, sl_call *c, int status, const char *pool) {
   char err[256];
   int top = lua_gettop(L);
-  if ((status == SL_EPYTHON || status == SL_EIMPORT || status == SL_EMISMATCH) &&
+  if ((status == SL_EPYTHON || status == SL_EIMPORT || status == SL_EMISMATCH ||
+       status == SL_ECODEC) &&
       c->res_meta_len &&
       sl_codec_decode(L, c->res_meta, c->res_meta_len, NULL, 0, err, sizeof err) == 0 &&
       lua_istable(L, -1)) {
-    /* {kind, type, message, traceback, worker, pid} from the worker */
+    /* {kind, type, message, traceback, worker, pid} from the worker; the kind is
+     * the one the pool read from the same meta, so telemetry and caller agree */
+    set_str(L, "kind", sl_err_name(status));
   } else {
     lua_settop(L, top); /* drop a decoded meta that is not a table */
     lua_createtable(L, 0, 8);
@@ -555,39 +598,28 @@ static void push_call_error(lua_State *L, sl_call *c, int status, const char *po
   if (c->session) set_str(L, "session", c->session);
 }
 
-static void push_mismatch(lua_State *L, sl_call *c, const char *pool) {
-  push_call_error(L, c, SL_EMISMATCH, pool);
-  lua_pushfstring(L, "%s.%s returned a result that is not a list of %d items", c->module,
-                  c->function, (int)c->nitems);
-  lua_setfield(L, -2, "message");
-}
-
-/* Leaves (results|true, nil) or (nil, err) on the stack. */
-static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
+/* Decode a successful result: leaves the results (or true, for call_items, whose
+ * items now hold them) and returns 0, or leaves nothing and returns the error
+ * code with c->message set. */
+static int decode_result(lua_State *L, lcall *lc, sl_call *c) {
   char err[256];
-  if (status) {
-    lua_pushnil(L);
-    push_call_error(L, c, status, lc->pool);
-    return;
-  }
   if ((c->res_flags & SL_FRAME_FLAG_PICKLE)
           ? sl_codec_decode_pickle(L, c->res_data, c->res_data_len, (int)c->nitems, err,
                                    sizeof err)
           : sl_codec_decode_hint(L, c->res_data, c->res_data_len, c->res_att, c->res_att_len,
                                  (int)c->nitems, err, sizeof err)) {
-    lua_pushnil(L);
-    lua_createtable(L, 0, 4);
-    set_str(L, "kind", "codec");
-    lua_pushfstring(L, "the result from %s cannot be read: %s", c->worker, err);
-    lua_setfield(L, -2, "message");
-    set_str(L, "worker", c->worker);
-    return;
+    snprintf(c->message, sizeof c->message, "the result from %s cannot be read: %s",
+             c->worker, err);
+    c->res_meta_len = 0; /* the error is the engine's, not a worker error meta */
+    return SL_ECODEC;
   }
   if (!lua_istable(L, -1) || lua_objlen(L, -1) != c->nitems) {
     lua_pop(L, 1);
-    lua_pushnil(L);
-    push_mismatch(L, c, lc->pool);
-    return;
+    snprintf(c->message, sizeof c->message,
+             "%s.%s returned a result that is not a list of %d items", c->module, c->function,
+             (int)c->nitems);
+    c->res_meta_len = 0; /* the error is the engine's, not a worker error meta */
+    return SL_EMISMATCH;
   }
   if (lc->items_ref != LUA_NOREF) {
     /* results[k] becomes items[first + k - 1].payload */
@@ -605,6 +637,66 @@ static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
     lua_settop(L, res - 1);
     lua_pushboolean(L, 1);
   }
+  return 0;
+}
+
+typedef struct check_args {
+  lcall *lc;
+  sl_call *c;
+  int status;
+} check_args;
+
+static int check_p(lua_State *L) {
+  check_args *a = lua_touserdata(L, 1);
+  lua_pop(L, 1);
+  a->status = decode_result(L, a->lc, a->c);
+  if (a->status) lua_pushnil(L);
+  return 1;
+}
+
+/* The pool's result check (sl_call_check): the result is decoded before the
+ * call's end is reported, so a result the caller cannot read is reported as the
+ * error it becomes. The decoded value waits in the registry for call_cb. A Lua
+ * error while decoding (no memory, a string too long for Lua) is a codec error. */
+static int result_check(sl_call *c, void *ud) {
+  lcall *lc = ud;
+  lua_State *L = lc->core->cbL;
+  int top = lua_gettop(L);
+  check_args a;
+  if (lc->core->closed) return 0;
+  a.lc = lc;
+  a.c = c;
+  a.status = 0;
+  lua_pushcfunction(L, check_p);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 1, 0)) {
+    snprintf(c->message, sizeof c->message, "the result from %s cannot be read: %s", c->worker,
+             lua_tostring(L, -1));
+    lua_settop(L, top);
+    return SL_ECODEC;
+  }
+  if (a.status) {
+    lua_settop(L, top);
+    return a.status;
+  }
+  lc->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* Leaves (results|true, nil) or (nil, err) on the stack. */
+static void push_outcome(lua_State *L, lcall *lc, sl_call *c, int status) {
+  if (status == 0 && lc->res_ref == LUA_NOREF) {
+    status = SL_ECODEC;
+    snprintf(c->message, sizeof c->message, "the result from %s was not read", c->worker);
+  }
+  if (status) {
+    lua_pushnil(L);
+    push_call_error(L, c, status, lc->pool);
+    return;
+  }
+  push_ref(L, lc->res_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, lc->res_ref);
+  lc->res_ref = LUA_NOREF;
   lua_pushnil(L);
 }
 
@@ -661,6 +753,7 @@ static void call_cb(sl_call *c, int status, void *ud) {
   }
   luaL_unref(L, LUA_REGISTRYINDEX, lc->ref);
   if (lc->items_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lc->items_ref);
+  if (lc->res_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lc->res_ref);
   free(lc);
   cb_call(core, 3);
 }
@@ -700,6 +793,7 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   lc->pool = sl_pool_name(lp->p);
   lc->first = first;
   lc->items_ref = LUA_NOREF;
+  lc->res_ref = LUA_NOREF;
   if (first) {
     lua_pushvalue(L, items_idx);
     lc->items_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -5,6 +5,7 @@
 #include "codec.h"
 #include "error.h"
 #include "smap.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -52,6 +53,9 @@ struct sl_worker {
   sl_call *inflight;
   int busy;
   int calls_done, max_calls;
+  int calls_sent;     /* max_calls counts these: the limit holds at the moment of sending */
+  int awaiting;       /* recycling: its replacement is starting; it leaves on a hello */
+  char recycle_reason[32];
   uint64_t last_done; /* pool-wide sequence number of its last finished call */
   double started_ms;
   char tail[TAIL_MAX];
@@ -95,6 +99,7 @@ struct sl_pool {
   void *ev_ud;
   sl_pool_view_cb view_cb;
   void *view_ud;
+  sl_call_check check;
   uv_timer_t tick, stop_timer;
   int open_handles;
   int stop_phase;
@@ -102,8 +107,27 @@ struct sl_pool {
   int codec; /* decided by the first hello */
 };
 
+/* Start a timer that counts from now. libuv counts from the loop's cached time,
+ * taken when the loop last woke; the pool arms its timers from code that Lua
+ * called, and Lua may have held the thread for seconds since (a long computation,
+ * an io.popen), which would put the deadline in the past. One clock read. */
+static void timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat) {
+  uv_update_time(t->loop);
+  uv_timer_start(t, cb, ms, repeat);
+}
+
 static void worker_spawn(sl_pool *p);
 static sl_worker *worker_by_id(sl_pool *p, int64_t id);
+
+/* A worker that has been sent max_calls calls takes no more, though it stays
+ * ready (and counted ready) until its replacement has said hello. */
+static int spent(const sl_worker *w) { return w->max_calls > 0 && w->calls_sent >= w->max_calls; }
+static int takes_calls(const sl_worker *w) { return w->state == W_READY && !spent(w); }
+/* A strict session on this worker is lost: it is gone, leaving, or will take no
+ * more calls. */
+static int lost_for_sessions(const sl_worker *w) {
+  return !w || w->state == W_CLOSING || w->state == W_DRAINING || spent(w);
+}
 static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *meta,
                       sl_buf *data, sl_buf *att);
 static void worker_kill(sl_worker *w, int status, const char *reason);
@@ -236,13 +260,15 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   p->codec = SL_CODEC_JSON;
   p->start_cb = cb;
   p->start_ud = ud;
+  p->ev_cb = o->on_event;
+  p->ev_ud = o->event_ud;
   sl_smap_init(&p->sessions);
   p->next_call_id = 1;
   uv_timer_init(e->loop, &p->tick);
   uv_timer_init(e->loop, &p->stop_timer);
   p->tick.data = p->stop_timer.data = p;
   p->open_handles = 2;
-  uv_timer_start(&p->tick, tick_cb, TICK_MS, TICK_MS);
+  timer_start(&p->tick, tick_cb, TICK_MS, TICK_MS);
   uv_unref((uv_handle_t *)&p->tick);
   p->next = e->pools;
   e->pools = p;
@@ -255,6 +281,8 @@ void sl_pool_on_event(sl_pool *p, sl_pool_event_cb cb, void *ud) {
   p->ev_cb = cb;
   p->ev_ud = ud;
 }
+
+void sl_pool_on_result(sl_pool *p, sl_call_check check) { p->check = check; }
 
 void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud) {
   p->view_cb = cb;
@@ -459,6 +487,7 @@ static void finish_call(sl_call *c, int status) {
   call_stop_timer(c);
   if (c->t_sent > 0) c->run_ms = now - c->t_sent;
   c->queued_ms = (c->t_sent > 0 ? c->t_sent : now) - c->t_submit;
+  if (status == 0 && p->check) status = p->check(c, c->ud);
   if (status) {
     p->errors++;
     if (!c->message[0]) snprintf(c->message, sizeof c->message, "%s", sl_strerror(status));
@@ -538,6 +567,7 @@ static int send_frame(sl_worker *w, int kind, int flags, uint32_t id, sl_buf *me
 }
 
 static sl_worker *worker_by_id(sl_pool *p, int64_t id);
+static void maybe_recycle(sl_worker *w, const char *reason);
 
 static void send_call(sl_worker *w, sl_call *c) {
   sl_pool *p = w->pool;
@@ -552,6 +582,10 @@ static void send_call(sl_worker *w, sl_call *c) {
   snprintf(c->worker, sizeof c->worker, "%s", w->name);
   c->worker_pid = w->pid;
   c->t_sent = sl_now_ms(p->e);
+  c->queued_ms = c->t_sent - c->t_submit;
+  /* Counted before anything runs Lua (the call.start event), which may send
+   * another call. */
+  w->calls_sent++;
   if (c->session) {
     /* Keep an existing binding while its worker lives (a hint call that overflowed
      * to another worker does not move the session). */
@@ -577,9 +611,12 @@ static void send_call(sl_worker *w, sl_call *c) {
       uv_timer_init(p->e->loop, &c->timer->t);
       c->timer->t.data = c->timer;
       c->timer->call = c;
-      uv_timer_start(&c->timer->t, call_timeout_cb, (uint64_t)c->timeout_ms, 0);
+      timer_start(&c->timer->t, call_timeout_cb, (uint64_t)c->timeout_ms, 0);
     }
   }
+  /* The last call it may serve is on its way: its replacement starts now, so it
+   * is ready as soon as it can be. */
+  if (spent(w)) maybe_recycle(w, "max_calls");
 }
 
 static sl_worker *worker_by_id(sl_pool *p, int64_t id) {
@@ -596,7 +633,7 @@ static sl_worker *worker_by_id(sl_pool *p, int64_t id) {
 static int other_live_worker(sl_pool *p, const char *avoid) {
   sl_worker *w;
   for (w = p->workers; w; w = w->next)
-    if ((w->state == W_READY || w->state == W_STARTING) && strcmp(w->name, avoid) != 0)
+    if ((takes_calls(w) || w->state == W_STARTING) && strcmp(w->name, avoid) != 0)
       return 1;
   return 0;
 }
@@ -612,7 +649,7 @@ static sl_worker *least_loaded(sl_pool *p, const char *avoid) {
   start = (p->rr++) % n;
   for (w = p->workers; w; w = w->next, i++) {
     int rank = (i - start + n) % n;
-    if (w->state != W_READY || w->busy >= p->o.threads) continue;
+    if (!takes_calls(w) || w->busy >= p->o.threads) continue;
     if (skip && strcmp(w->name, avoid) == 0) continue;
     if (!best || w->busy < best->busy ||
         (w->busy == best->busy && (w->last_done > best->last_done ||
@@ -637,38 +674,38 @@ again:
   {
     int any_free = 0;
     for (w = p->workers; w; w = w->next)
-      if (w->state == W_READY && w->busy < p->o.threads) any_free = 1;
+      if (takes_calls(w) && w->busy < p->o.threads) any_free = 1;
     if (!any_free) return;
   }
   for (c = p->qhead; c; c = c->next) {
     if (c->strict_worker >= 0) {
       w = worker_by_id(p, c->strict_worker);
-      if ((!w || w->state == W_CLOSING || w->state == W_DRAINING) && c->sticky) {
+      if (lost_for_sessions(w) && c->sticky) {
         /* a sticky session moves on when its worker is gone */
         sl_smap_del(&p->sessions, c->session);
         c->strict_worker = -1;
         bind_strict(p, c);
         w = c->strict_worker >= 0 ? worker_by_id(p, c->strict_worker) : NULL;
-        if (!w || w->state != W_READY || w->busy >= p->o.threads) continue;
+        if (!w || !takes_calls(w) || w->busy >= p->o.threads) continue;
         q_remove(p, c);
         send_call(w, c);
         goto again;
       }
-      if (!w || w->state == W_CLOSING || w->state == W_DRAINING) {
+      if (lost_for_sessions(w)) {
         q_remove(p, c);
         fail_call(c, SL_ESESSIONLOST,
                   "session '%s' was held by a worker that is gone; its state is lost",
                   c->session);
         goto again;
       }
-      if (w->state != W_READY || w->busy >= p->o.threads) continue;
+      if (!takes_calls(w) || w->busy >= p->o.threads) continue;
     } else {
       w = NULL;
       if (c->session) {
         int64_t id;
         if (sl_smap_get(&p->sessions, c->session, &id)) {
           w = worker_by_id(p, id);
-          if (w && (w->state != W_READY || w->busy >= p->o.threads)) w = NULL;
+          if (w && (!takes_calls(w) || w->busy >= p->o.threads)) w = NULL;
           if (w && c->avoid[0] && strcmp(w->name, c->avoid) == 0) w = NULL;
         }
       }
@@ -689,7 +726,7 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   int best_load = 0;
   if (sl_smap_get(&p->sessions, c->session, &id)) {
     w = worker_by_id(p, id);
-    if (w && w->state != W_CLOSING && w->state != W_DRAINING) {
+    if (!lost_for_sessions(w)) {
       c->strict_worker = (int)id;
       return 0;
     }
@@ -702,7 +739,8 @@ static int bind_strict(sl_pool *p, sl_call *c) {
   for (w = p->workers; w; w = w->next, i++) {
     int load, rank = (i - start + n) % n;
     sl_call *q;
-    if (w->state != W_READY && w->state != W_STARTING) continue;
+    /* not on a worker about to leave: its replacement is already a candidate */
+    if ((w->state != W_READY && w->state != W_STARTING) || spent(w) || w->awaiting) continue;
     load = w->busy;
     for (q = p->qhead; q; q = q->next)
       if (q->strict_worker == w->id) load++;
@@ -886,35 +924,31 @@ static sl_call *inflight_find(sl_worker *w, uint32_t id) {
   return NULL;
 }
 
-static int error_status(const char *meta, size_t n) {
-  /* The worker names the kind first: {"kind":"python",...}. */
-  if (n > 9 && memcmp(meta, "{\"kind\":\"", 9) == 0) {
-    const char *k = meta + 9;
-    size_t left = n - 9;
-    if (left >= 7 && memcmp(k, "import\"", 7) == 0) return SL_EIMPORT;
-    if (left >= 16 && memcmp(k, "result_mismatch\"", 16) == 0) return SL_EMISMATCH;
-  }
-  return SL_EPYTHON;
-}
-
 static void check_start_done(sl_pool *p);
-static void maybe_recycle(sl_worker *w, const char *reason);
+static void retire_replaced(sl_pool *p);
 static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n);
 
 static void on_frame(sl_worker *w, const sl_frame *f) {
   sl_pool *p = w->pool;
   sl_call *c;
   switch (f->kind) {
-    case SL_FRAME_HELLO:
+    case SL_FRAME_HELLO: {
+      const char *v;
+      size_t vlen;
       if (w->state != W_STARTING) {
         worker_kill(w, SL_ECRASHED, "protocol error: second hello");
+        return;
+      }
+      if (sl_wire_member(f->meta, f->meta_len, "codecs", &v, &vlen) < 0) {
+        worker_kill(w, SL_ESTART, "sent a hello that is not a JSON object");
         return;
       }
       w->state = W_READY;
       w->hello_seen = 1;
       if (!strchr(p->python, '/')) interp_learn(p->e, p->python, f->meta, f->meta_len);
       if (p->o.codec != SL_CODEC_JSON && p->codec == SL_CODEC_JSON && p->state == P_STARTING &&
-          memmem(f->meta, f->meta_len, "\"pickle\"", 8))
+          sl_wire_member(f->meta, f->meta_len, "codecs", &v, &vlen) == 1 &&
+          sl_wire_array_has(v, vlen, "pickle"))
         p->codec = SL_CODEC_PICKLE; /* every worker of a pool runs the same package */
       uv_timer_stop(&w->timer);
       p->start_failures = 0;
@@ -931,10 +965,13 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       if (p->state == P_STARTING) check_start_done(p);
       else if (p->state == P_STOPPING) worker_retire(w);
+      else if (p->state == P_RUNNING) retire_replaced(p);
       pump(p);
       return;
+    }
     case SL_FRAME_RESULT:
-    case SL_FRAME_ERROR:
+    case SL_FRAME_ERROR: {
+      int status = 0;
       c = inflight_find(w, f->id);
       if (!c) {
         char reason[96];
@@ -953,23 +990,38 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       c->res_att = f->att;
       c->res_att_len = f->att_len;
       c->res_flags = f->flags;
-      finish_call(c, f->kind == SL_FRAME_RESULT ? 0 : error_status(f->meta, f->meta_len));
+      if (f->kind == SL_FRAME_ERROR && (status = sl_wire_error_kind(f->meta, f->meta_len)) ==
+                                           SL_EPROTO) {
+        /* An error nobody can read: the worker is broken, as after a bad frame. */
+        snprintf(c->message, sizeof c->message,
+                 "worker %s sent an error the engine cannot read (its meta is not a JSON "
+                 "object with a worker error kind); the worker is being replaced", w->name);
+        c->res_meta_len = 0;
+        worker_kill(w, SL_EPROTO, "protocol error: an unreadable error meta");
+      }
+      finish_call(c, status);
       if (w->state == W_CLOSING) return;
-      if (w->max_calls > 0 && w->calls_done >= w->max_calls) maybe_recycle(w, "max_calls");
       if (w->state == W_DRAINING && w->busy == 0) worker_retire(w);
       else pump(p);
       return;
+    }
     case SL_FRAME_VIEW: {
       /* meta: "<call id>:<view name>"; the call gives the session */
       char name[256];
-      unsigned long cid = 0;
+      uint64_t cid = 0;
       size_t k = 0;
       const char *colon = memchr(f->meta, ':', f->meta_len);
-      if (!colon || (size_t)(f->meta + f->meta_len - colon - 1) >= sizeof name) {
+      int ok = colon && colon > f->meta && colon - f->meta <= 10 &&
+               (size_t)(f->meta + f->meta_len - colon - 1) < sizeof name;
+      for (; ok && f->meta + k < colon; k++) {
+        if (f->meta[k] < '0' || f->meta[k] > '9') ok = 0;
+        cid = cid * 10 + (uint64_t)(f->meta[k] - '0');
+      }
+      if (!ok || cid > UINT32_MAX ||
+          memchr(colon + 1, '\0', (size_t)(f->meta + f->meta_len - colon - 1))) {
         worker_kill(w, SL_ECRASHED, "protocol error: bad view request");
         return;
       }
-      for (; f->meta + k < colon; k++) cid = cid * 10 + (unsigned long)(f->meta[k] - '0');
       memcpy(name, colon + 1, (size_t)(f->meta + f->meta_len - colon - 1));
       name[f->meta + f->meta_len - colon - 1] = '\0';
       c = inflight_find(w, (uint32_t)cid);
@@ -1083,26 +1135,21 @@ static const char *interp_lookup(sl_engine *e, const char *name) {
   return NULL;
 }
 
-/* Remember the executable a worker reported in its hello ("executable": "..."). */
+/* Remember the executable a worker reported in its hello ("executable"), so the
+ * next spawn of the same bare name skips the PATH search. */
 static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n) {
-  static const char key[] = "\"executable\": \"";
-  const char *p = NULL, *q, *end = hello + n;
+  char path[4096];
+  const char *v;
+  size_t vlen;
   struct sl_interp *i;
-  size_t k;
   if (interp_lookup(e, name)) return;
-  for (k = 0; k + sizeof key - 1 <= n; k++)
-    if (memcmp(hello + k, key, sizeof key - 1) == 0) {
-      p = hello + k + sizeof key - 1;
-      break;
-    }
-  if (!p) return;
-  for (q = p; q < end && *q != '"'; q++)
-    if (*q == '\\') return; /* escaped paths are rare: keep using the name */
-  if (q >= end || q == p || *p != '/') return;
+  if (sl_wire_member(hello, n, "executable", &v, &vlen) != 1 ||
+      sl_wire_string(v, vlen, path, sizeof path) < 1 || path[0] != '/')
+    return;
   i = calloc(1, sizeof *i);
   if (!i) return;
   i->name = strdup(name);
-  i->path = strndup(p, (size_t)(q - p));
+  i->path = strdup(path);
   i->next = e->interps;
   e->interps = i;
 }
@@ -1194,7 +1241,7 @@ static void worker_spawn(sl_pool *p) {
   uv_read_start((uv_stream_t *)&w->chan, chan_alloc, chan_read_cb);
   uv_read_start((uv_stream_t *)&w->out, alloc_small, out_read_cb);
   uv_read_start((uv_stream_t *)&w->err, alloc_small, out_read_cb);
-  uv_timer_start(&w->timer, worker_timer_cb, (uint64_t)p->o.startup_timeout_ms, 0);
+  timer_start(&w->timer, worker_timer_cb, (uint64_t)p->o.startup_timeout_ms, 0);
 }
 
 static void worker_kill(sl_worker *w, int status, const char *reason) {
@@ -1226,19 +1273,37 @@ static void worker_retire(sl_worker *w) {
     return;
   }
   uv_timer_stop(&w->timer);
-  uv_timer_start(&w->timer, worker_timer_cb, RETIRE_KILL_MS, 0);
+  timer_start(&w->timer, worker_timer_cb, RETIRE_KILL_MS, 0);
 }
 
+/* Recycling keeps the pool's capacity: the replacement starts first, and the old
+ * worker stays ready until the replacement has said hello (retire_replaced). Until
+ * then it serves calls, unless it recycles for max_calls: then it has had its
+ * last one and only waits. The cost is one process more than `size` for the
+ * length of a start-up. */
 static void maybe_recycle(sl_worker *w, const char *reason) {
   sl_pool *p = w->pool;
-  if (w->state != W_READY || p->state != P_RUNNING) return;
-  w->state = W_DRAINING;
-  w->retiring = 1;
+  if (w->state != W_READY || w->awaiting || p->state != P_RUNNING) return;
+  w->awaiting = 1;
   p->recycles++;
-  snprintf(w->reason, sizeof w->reason, "recycled: %s", reason);
+  snprintf(w->recycle_reason, sizeof w->recycle_reason, "%s", reason);
   emit(p, "worker.recycle", w, reason, NULL, 0, sl_now_ms(p->e) - w->started_ms);
-  worker_spawn(p); /* the replacement starts before the old worker leaves */
-  if (w->busy == 0) worker_retire(w);
+  if (p->state == P_RUNNING) worker_spawn(p); /* unless a handler stopped the pool */
+}
+
+/* A worker said hello: the oldest worker waiting for its replacement leaves. Any
+ * new worker will do: if the replacement itself failed to start, the one started
+ * after it takes its place. */
+static void retire_replaced(sl_pool *p) {
+  sl_worker *w, *old = NULL;
+  for (w = p->workers; w; w = w->next)
+    if (w->awaiting && w->state == W_READY && (!old || w->id < old->id)) old = w;
+  if (!old) return;
+  old->state = W_DRAINING;
+  old->retiring = 1;
+  if (!old->reason[0])
+    snprintf(old->reason, sizeof old->reason, "recycled: %s", old->recycle_reason);
+  if (old->busy == 0) worker_retire(old);
 }
 
 static void fail_start(sl_pool *p, sl_worker *w) {
@@ -1345,7 +1410,8 @@ static void worker_gone(sl_worker *w) {
 
   if (p->state == P_STARTING) {
     fail_start(p, w);
-  } else if (p->state == P_RUNNING && !w->retiring) {
+  } else if (p->state == P_RUNNING && !w->retiring && !w->awaiting) {
+    /* (a worker that dies waiting for its replacement needs no other) */
     if (was_ready) {
       p->restarts++;
       emit(p, "worker.restart", w, w->reason[0] ? w->reason : "exited", NULL, 0, 0);
@@ -1451,7 +1517,7 @@ static void stop_timer_cb(uv_timer_t *t) {
         kill(-w->pid, SIGTERM);
       }
     }
-    uv_timer_start(&p->stop_timer, stop_timer_cb, 1000, 0);
+    timer_start(&p->stop_timer, stop_timer_cb, 1000, 0);
   } else {
     for (w = p->workers; w; w = w->next) worker_kill(w, SL_ESTOPPED, "pool stopped (SIGKILL)");
   }
@@ -1488,7 +1554,7 @@ void sl_pool_stop(sl_pool *p, int grace_ms, sl_pool_stop_cb cb, void *ud) {
     else if (w->busy == 0) worker_retire(w);
     else if (w->state == W_READY) w->state = W_DRAINING, w->retiring = 1;
   }
-  uv_timer_start(&p->stop_timer, stop_timer_cb, (uint64_t)(grace_ms > 0 ? grace_ms : 0), 0);
+  timer_start(&p->stop_timer, stop_timer_cb, (uint64_t)(grace_ms > 0 ? grace_ms : 0), 0);
   check_stopped(p);
 }
 

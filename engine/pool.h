@@ -5,8 +5,9 @@
  * The pool starts workers, waits for their hello, routes calls (session affinity
  * first, then the least loaded worker), times calls out by killing the worker that
  * runs them (so a timed-out call never overlaps the next), replaces crashed
- * workers, recycles old ones (calls, RSS, age) by starting the replacement before
- * the old one leaves, and stops cleanly. Every function runs on the loop thread. */
+ * workers, recycles old ones (calls, RSS, age) by starting the replacement first
+ * and keeping the old one ready until the replacement has said hello, and stops
+ * cleanly. Every function runs on the loop thread. */
 #ifndef SL_POOL_H
 #define SL_POOL_H
 
@@ -17,6 +18,9 @@
 #include <stdint.h>
 
 enum { SL_AFFINITY_HINT = 0, SL_AFFINITY_STRICT = 1 };
+
+typedef struct sl_pool_event sl_pool_event;
+typedef void (*sl_pool_event_cb)(sl_pool *p, const sl_pool_event *ev, void *ud);
 
 typedef struct sl_pool_opts {
   const char *name;
@@ -35,6 +39,10 @@ typedef struct sl_pool_opts {
   size_t max_frame_bytes;
   int max_start_failures;  /* consecutive start-up failures before the pool fails */
   int codec;               /* -1 auto (pickle when offered), or SL_CODEC_* */
+  /* Events from the start on: the first workers' worker.start comes before
+   * sl_pool_start returns, too early for sl_pool_on_event. */
+  sl_pool_event_cb on_event;
+  void *event_ud;
 } sl_pool_opts;
 
 void sl_pool_opts_default(sl_pool_opts *o);
@@ -92,7 +100,7 @@ typedef struct sl_pool_stats {
   int failed, stopped;
 } sl_pool_stats;
 
-typedef struct sl_pool_event {
+struct sl_pool_event {
   const char *name;   /* "worker.start", "worker.ready", "worker.exit", "worker.restart",
                          "worker.recycle", "call.start", "call.stop", "call.exception" */
   const char *worker;
@@ -105,9 +113,8 @@ typedef struct sl_pool_event {
   int status;
   const char *hello;  /* worker.ready: the hello meta JSON */
   size_t hello_len;
-} sl_pool_event;
+};
 
-typedef void (*sl_pool_event_cb)(sl_pool *p, const sl_pool_event *ev, void *ud);
 /* Start finished: status 0 when every worker said hello; otherwise the pool has
  * already stopped its workers and msg names the worker and its stderr tail. */
 typedef void (*sl_pool_start_cb)(sl_pool *p, int status, const char *msg, void *ud);
@@ -123,6 +130,12 @@ typedef void (*sl_pool_view_cb)(sl_pool *p, int worker_id, const char *worker,
                                 uint32_t req_id, const char *view, const char *session,
                                 const char *data, size_t len, int flags, void *ud);
 void sl_pool_on_view(sl_pool *p, sl_pool_view_cb cb, void *ud);
+/* Read a successful result before the call's end is reported (call.stop or
+ * call.exception, then the call's callback): returns 0 when the caller can use
+ * it, or the SL_E* code it becomes (with call->message set), so that telemetry
+ * reports what the caller gets. ud is the call's. */
+typedef int (*sl_call_check)(sl_call *call, void *ud);
+void sl_pool_on_result(sl_pool *p, sl_call_check check);
 /* Answer a view request: err NULL and data (taken over) with data_flags, or err set.
  * Returns SL_ENOTFOUND when the worker is gone (the answer is dropped). */
 int sl_pool_view_reply(sl_pool *p, int worker_id, uint32_t req_id, const char *err,

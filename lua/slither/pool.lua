@@ -44,15 +44,16 @@ M._check_options = check_options
 
 local views = require("slither.views")
 
--- last.hello: the hello of the latest worker to start.
-local function forward_events(handle, last)
-  handle:on_view(function(...) views.serve(handle, ...) end)
-  handle:on_event(function(ev)
-    if ev.name == "worker.ready" and ev.hello then last.hello = ev.hello end
+-- The pool's events as telemetry; last.hello: the hello of the latest worker to start.
+local function event_forwarder(last)
+  return function(ev)
+    local name = ev.name
+    if name == "worker.ready" and ev.hello then last.hello = ev.hello end
     local measurements = { duration_ms = ev.duration_ms, queued_ms = ev.queued_ms,
                            items = ev.items }
-    telemetry.execute("slither.pool." .. ev.name, measurements, ev)
-  end)
+    ev.name, ev.duration_ms, ev.queued_ms, ev.items = nil, nil, nil, nil
+    telemetry.execute("slither.pool." .. name, measurements, ev)
+  end
 end
 
 function M.start(opts)
@@ -83,8 +84,8 @@ function M.start(opts)
   local handle
   local last = {}
   local ok, err = task.await(function(cb)
-    handle = core.pool_start(copts, cb)
-    forward_events(handle, last)
+    handle = core.pool_start(copts, cb, event_forwarder(last))
+    handle:on_view(function(...) views.serve(handle, ...) end)
   end)
   if not ok then return nil, err end
   local self = setmetatable({ name = copts.name, handle = handle, options = opts, last = last },

@@ -78,8 +78,9 @@ function M.serve(handle, worker_id, req_id, name, session, args, worker)
     if ok then
       event("slither.bridge.view.stop", { duration_ms = dur }, md)
     else
-      md.error = val
-      event("slither.bridge.view.exception", { duration_ms = dur }, md)
+      -- a table of its own: a handler may keep the start event's metadata
+      event("slither.bridge.view.exception", { duration_ms = dur },
+        { view = md.view, session = md.session, worker = md.worker, error = val })
     end
     handle:view_reply(worker_id, req_id, ok, val)
   end

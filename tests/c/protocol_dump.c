@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "frame.h"
+#include "wire.h"
 
 #include <stdio.h>
 
@@ -133,6 +134,13 @@ int main(void) {
   first = 0;
   SL_ERRNO_MAP(XX)
 #undef XX
-  printf("\n  }\n}\n");
+  printf("\n  },\n  \"worker_kinds\": [");
+  first = 1;
+#define XX(code)                                                   \
+  printf("%s\"%s\"", first ? "" : ", ", sl_err_name(SL_##code));   \
+  first = 0;
+  SL_WIRE_WORKER_KINDS(XX)
+#undef XX
+  printf("]\n}\n");
   return 0;
 }

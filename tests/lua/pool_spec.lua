@@ -265,7 +265,9 @@ describe("slither.pool", function()
     local pool = H.pool{ size = 1, max_rss_mb = 150 }
     local pid = assert(pool:call("sl_testmod", "hog", { 200 }))[1]
     assert.is_true(H.wait_until(function() return pool:stats().recycles == 1 end, 5000))
-    assert.is_true(H.wait_until(function() return pool:stats().ready == 1 end, 5000))
+    -- it serves on until its replacement is ready, then leaves
+    assert.is_true(H.wait_until(function() return not H.set(pool:pids())[pid] end, 5000))
+    assert.are.equal(1, pool:stats().ready)
     local now = assert(pool:call("sl_testmod", "pid", { 0 }))[1]
     assert.are_not.equal(pid, now)
   end)
@@ -428,5 +430,184 @@ describe("slither.pool", function()
     assert.are.equal("double", stop.md["function"])
     local exc = by["slither.pool.call.exception"]
     assert.are.equal("python", exc.md.kind)
+  end)
+
+  -- ---- issue #11 -------------------------------------------------------------------
+
+  it("call.exception carries the kind the caller gets: import and result_mismatch (#11)", function()
+    local kinds = {}
+    local id = slither.telemetry.attach("slither.pool.call.exception", function(_, _, md)
+      kinds[#kinds + 1] = md.kind
+    end)
+    local pool = H.pool{ size = 1 }
+    local _, e1 = pool:call("no_such_module_xyz", "f", { 1 })
+    local _, e2 = pool:call("sl_testmod", "no_such_function", { 1 })
+    local _, e3 = pool:call("sl_testmod", "wrong_length", { 1, 2 })
+    local _, e4 = pool:call("sl_testmod", "boom", { 1 })
+    slither.telemetry.detach(id)
+    assert.are.same({ "import", "import", "result_mismatch", "python" },
+      { e1.kind, e2.kind, e3.kind, e4.kind })
+    assert.are.same({ "import", "import", "result_mismatch", "python" }, kinds)
+  end)
+
+  it("an error frame whose meta cannot be read fails as protocol and replaces the worker (#11)",
+    function()
+    local pool = H.pool{ size = 1 }
+    local bad = {
+      "garbage, not JSON",
+      '{"kind": "import"',                    -- cut short
+      '{"kind": 5, "message": "m"}',          -- kind is not a string
+      '{"kind": "timeout", "message": "m"}',  -- a kind only the engine may give
+      '{"message": "no kind"}',
+      '["kind", "import"]',
+      '{"kind": "import", "message": "m"} trailing',
+      string.rep("[", 100000),
+      "",
+    }
+    for i, meta in ipairs(bad) do
+      local seen
+      local id = slither.telemetry.attach("slither.pool.call.exception", function(_, _, md)
+        seen = md.kind
+      end)
+      local r, err = pool:call("sl_testmod", "raw_error_meta", { meta })
+      slither.telemetry.detach(id)
+      assert.is_nil(r)
+      assert.are.equal("protocol", err.kind, "meta " .. i .. ": " .. tostring(err.kind))
+      assert.truthy(err.message:find("error", 1, true), err.message)
+      assert.are.equal("protocol", seen, "meta " .. i)
+      -- the engine lives and a fresh worker serves the next call
+      assert.are.same({ 2 * i }, pool:call("sl_testmod", "double", { i }))
+    end
+  end)
+
+  for _, n in ipairs({ 3, 5 }) do
+    it("max_calls = " .. n .. " serves exactly " .. n .. " calls per worker (#11)", function()
+      local pool = H.pool{ size = 1, max_calls = n, max_calls_jitter = 0 }
+      local served, order = {}, {}
+      -- in a task, as dispatch and pipes call: the next call is sent from the
+      -- callback of the one before
+      assert.is_true((slither.spawn(function()
+        for i = 1, 4 * n + 1 do
+          local pid = assert(pool:call("sl_testmod", "pid", { i }))[1]
+          if not served[pid] then order[#order + 1] = pid end
+          served[pid] = (served[pid] or 0) + 1
+        end
+      end):join()))
+      assert.are.equal(5, #order)
+      for k = 1, 4 do assert.are.equal(n, served[order[k]], "worker " .. k) end
+      assert.are.equal(1, served[order[5]])
+      assert.are.equal(4, pool:stats().recycles)
+    end)
+  end
+
+  it("max_calls holds exactly under concurrent calls on two workers (#11)", function()
+    local pool = H.pool{ size = 2, max_calls = 4, max_calls_jitter = 0 }
+    local served = {}
+    local tasks = {}
+    for k = 1, 4 do
+      tasks[k] = slither.spawn(function()
+        for i = 1, 10 do
+          local r = assert(pool:call("sl_testmod", "pid", { i }))
+          served[r[1]] = (served[r[1]] or 0) + 1
+        end
+      end)
+    end
+    for k = 1, 4 do assert.is_true((tasks[k]:join())) end
+    local live = H.set(pool:pids())
+    local total = 0
+    for pid, count in pairs(served) do
+      total = total + count
+      if live[pid] then
+        assert.is_true(count <= 4, pid .. " served " .. count)
+      else
+        assert.are.equal(4, count, "recycled worker " .. pid)
+      end
+    end
+    assert.are.equal(40, total)
+  end)
+
+  it("a size-1 pool keeps a ready worker through every recycle (#11)", function()
+    local pool
+    local low, order = math.huge, {}
+    local function sample()
+      if pool then low = math.min(low, pool:stats().ready) end
+    end
+    local id = slither.telemetry.attach("slither.pool.worker", function(name, _, md)
+      if md.pool ~= "rc" then return end
+      sample()
+      order[#order + 1] = { name = name:match("[^.]+$"), pid = md.pid }
+    end)
+    pool = H.pool{ name = "rc", size = 1, max_calls = 3, max_calls_jitter = 0 }
+    local running = true
+    local sampler = slither.spawn(function()
+      while running do
+        sample()
+        slither.sleep(2)
+      end
+    end)
+    local pids = {}
+    for i = 1, 10 do
+      local pid = assert(pool:call("sl_testmod", "slow", { 0.02 }))[1]
+      if pids[#pids] ~= pid then pids[#pids + 1] = pid end
+      sample()
+    end
+    running = false
+    sampler:join()
+    assert.is_true(H.wait_until(function() return pool:stats().recycles == 3 end))
+    slither.telemetry.detach(id)
+    assert.are.equal(4, #pids)
+    assert.are.equal(1, low, "ready workers dropped to " .. low)
+    -- each recycled worker left only after its replacement said hello
+    local at = {}
+    for i, e in ipairs(order) do at[e.name .. ":" .. tostring(e.pid)] = i end
+    for k = 1, 3 do
+      local ready_next, exit_old = at["ready:" .. pids[k + 1]], at["exit:" .. pids[k]]
+      assert.truthy(ready_next, "ready of " .. pids[k + 1])
+      assert.truthy(exit_old, "exit of " .. pids[k])
+      assert.is_true(ready_next < exit_old, "worker " .. k .. " left before its replacement")
+    end
+  end)
+
+  it("emits worker.start for a pool's initial workers (#11)", function()
+    local starts, readies = {}, {}
+    local id = slither.telemetry.attach("slither.pool.worker", function(name, _, md)
+      if name == "slither.pool.worker.start" then starts[#starts + 1] = md.pid end
+      if name == "slither.pool.worker.ready" then readies[md.pid] = #starts end
+    end)
+    local pool = H.pool{ size = 2 }
+    slither.telemetry.detach(id)
+    assert.are.equal(2, #starts)
+    local pids = pool:pids()
+    table.sort(pids)
+    table.sort(starts)
+    assert.are.same(pids, starts)
+    for _, pid in ipairs(pids) do assert.truthy(readies[pid], "ready after start of " .. pid) end
+  end)
+
+  -- Keep the loop thread in Lua for ms milliseconds, as a long computation would.
+  local function block(ms)
+    local t = slither.now()
+    while slither.now() - t < ms do end
+  end
+
+  it("a pool started after Lua blocked the loop gets its whole hello timeout (#11)", function()
+    slither.sleep(1) -- the loop's clock is fresh here
+    block(3000)
+    local p, err = slither.pool.start{ name = "late", size = 2, startup_timeout_ms = 2500,
+                                       path = { H.pypath } }
+    assert(p, err and err.message)
+    assert.are.same({ 2 }, p:call("sl_testmod", "double", { 1 }))
+  end)
+
+  it("a call sent after Lua blocked the loop gets its whole timeout (#11)", function()
+    local pool = H.pool{ size = 1, call_timeout_ms = 1500 }
+    assert(pool:call("sl_testmod", "pid", { 0 }))
+    block(2500)
+    local r, err = pool:call("sl_testmod", "slow", { 1.0 })
+    assert(r, err and err.message)
+    block(2500)
+    local r2, err2 = pool:call("sl_testmod", "slow", { 3 })
+    assert.is_nil(r2)
+    assert.are.equal("timeout", err2.kind)
   end)
 end)

@@ -107,3 +107,17 @@ def spawn_grandchild(items):
 
 def session_id(items):
     return [slither_worker.current_session_id() for _ in items]
+
+
+def raw_error_meta(items):
+    """Answers its own call with an ERROR frame whose meta is items[0], text the
+    engine must parse without trusting it, then leaves (no second reply)."""
+    from slither_worker import runtime
+
+    runtime._worker.chan.send(runtime.FRAME_ERROR, runtime._local.call_id, items[0].encode("latin-1"))
+    os._exit(0)
+
+
+def unreadable_result(items):
+    """A result the worker can send but the engine refuses to read (a set)."""
+    return [{1, 2} for _ in items]

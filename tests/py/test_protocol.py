@@ -110,6 +110,10 @@ class ProtocolContract(unittest.TestCase):
         self.assertGreaterEqual(len(sent), 3, "the scan found no error the worker sends")
         strangers = sorted(set(sent) - set(self.c["errors"].values()))
         self.assertFalse(strangers, f"the worker sends error kinds that error.h lacks: {strangers}")
+        # the engine takes from a worker only the kinds wire.h lists: any other
+        # fails the call as 'protocol' and replaces the worker
+        self.assertEqual(sorted(set(sent)), sorted(self.c["worker_kinds"]),
+                         "the kinds the worker sends must be SL_WIRE_WORKER_KINDS (#11)")
 
     def test_no_other_worker_module_declares_protocol_values(self):
         """protocol.py is the one Python owner: another module may import a constant,
