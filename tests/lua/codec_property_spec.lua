@@ -401,10 +401,10 @@ describe("codec properties through real workers (#11)", function()
         if not r then
           msg = "the batch did not cross: " .. tostring(err.kind) .. ": " .. tostring(err.message)
         else
-          for j, triple in ipairs(r[1]) do
-            local have = desc(triple[2], false)
-            if have ~= triple[3] then
-              msg = string.format("value %d: Lua received %s, want %s", first + j - 1, have, triple[3])
+          for j, pair in ipairs(r[1]) do
+            local have = desc(pair[1], false)
+            if have ~= pair[2] then
+              msg = string.format("value %d: Lua received %s, want %s", first + j - 1, have, pair[2])
               break
             end
             n = n + 1

@@ -289,23 +289,21 @@ def _candidates(t):
 MAX_DEPTH = 150  # nesting the generator builds; the codec's limit is documented
 
 
+def _values(seed, first, count, depth):
+    for i in range(first, first + count):
+        yield gen_value(random.Random(f"{seed}:{i}"), min(depth, MAX_DEPTH))
+
+
 def gen(items):
     """items: [seed, first, count, depth] each; returns, per item, a list of
-    [spec, value, lua_view] triples for values first..first+count-1."""
-    out = []
-    for seed, first, count, depth in items:
-        vals = []
-        for i in range(first, first + count):
-            r = random.Random(f"{seed}:{i}")
-            v = gen_value(r, min(depth, MAX_DEPTH))
-            vals.append([json.dumps(to_spec(v)), v, desc(v, lua_view=True)])
-        out.append(vals)
-    return out
+    [value, lua_view] pairs for values first..first+count-1."""
+    return [[[v, desc(v, lua_view=True)] for v in _values(*item)] for item in items]
 
 
 def specs(items):
-    """items: [seed, first, count, depth] each; returns the specs gen would build."""
-    return [[t[0] for t in gen([item])[0]] for item in items]
+    """items: [seed, first, count, depth] each; returns the specs of the values gen
+    builds (only a failing run needs them, to shrink)."""
+    return [[json.dumps(to_spec(v)) for v in _values(*item)] for item in items]
 
 
 def build(items):
@@ -354,8 +352,9 @@ def send_view(items):
     out = []
     for name, seed, first, count, depth in items:
         pairs = []
-        for spec, v, view in gen([[seed, first, count, depth]])[0]:
-            pairs.append([slither_worker.view(name, v), view, spec])
+        for v in _values(seed, first, count, depth):
+            pairs.append([slither_worker.view(name, v), desc(v, lua_view=True),
+                          json.dumps(to_spec(v))])
         out.append(pairs)
     return out
 
