@@ -557,29 +557,34 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
  * value: the batch is taken in key order (stable, so each key's writes keep their
  * order) and each key's puts are appended together. */
 
-static const sl_kv *cmp_base;
-
+/* Sorts pointers into the batch, not indices: the comparison needs nothing but its
+ * two arguments, so two stores sorting at once share no state. */
 static int kv_order(const void *a, const void *b) {
-  size_t i = *(const size_t *)a, j = *(const size_t *)b;
-  const sl_kv *x = &cmp_base[i], *y = &cmp_base[j];
+  const sl_kv *x = *(const sl_kv *const *)a, *y = *(const sl_kv *const *)b;
   if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
   {
     int c = memcmp(x->key, y->key, x->klen);
     if (c) return c;
   }
-  return i < j ? -1 : (i > j); /* stable */
+  return x < y ? -1 : (x > y); /* stable: same array, so address order is index order */
 }
 
-/* The batch's order for a bag (NULL for other tables, or on failure). The caller
- * holds the store's write lock, which also guards cmp_base. */
+/* The batch's order for a bag (NULL for other tables, or on failure). */
 static size_t *bag_order(int type, const sl_kv *kv, size_t n) {
+  const sl_kv **p;
   size_t *ord, i;
   if (type != SL_TABLE_BAG || n < 2) return NULL;
   ord = malloc(n * sizeof *ord);
-  if (!ord) return NULL;
-  for (i = 0; i < n; i++) ord[i] = i;
-  cmp_base = kv;
-  qsort(ord, n, sizeof *ord, kv_order);
+  p = malloc(n * sizeof *p);
+  if (!ord || !p) {
+    free(ord);
+    free(p);
+    return NULL;
+  }
+  for (i = 0; i < n; i++) p[i] = &kv[i];
+  qsort(p, n, sizeof *p, kv_order);
+  for (i = 0; i < n; i++) ord[i] = (size_t)(p[i] - kv);
+  free(p);
   return ord;
 }
 
