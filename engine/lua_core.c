@@ -14,6 +14,7 @@
 #include <lua.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -1129,7 +1130,9 @@ int luaopen_slither_core(lua_State *L) {
     lua_pop(L, 1);
     c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
-    if (sl_engine_init(&c->e, host_loop)) return luaL_error(L, "cannot initialise the engine");
+    if (sl_engine_init(&c->e, host_loop))
+      return luaL_error(L, "cannot initialise the engine: its event loop did not start (%s)",
+                        strerror(errno));
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_engine_gc);
     lua_setfield(L, -2, "__gc");

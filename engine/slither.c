@@ -9,6 +9,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,34 +26,39 @@ static void set_err(slither_engine *e, const char *msg) {
   e->err = strdup(msg ? msg : "unknown error");
 }
 
-slither_engine *slither_new(const slither_options *opts) {
-  slither_engine *e = calloc(1, sizeof *e);
+/* Why the calling thread's last slither_new returned NULL. */
+static __thread char new_err[512];
+
+const char *slither_new_error(void) { return new_err; }
+
+/* Everything of slither_new that touches Lua runs here, under lua_cpcall: a Lua
+ * error (the engine cannot start, memory runs out) comes back as a code and a
+ * message instead of a panic that would end the host. */
+static int new_protected(lua_State *L) {
+  const slither_options *opts = lua_touserdata(L, 1);
   sl_engine *core;
   const char *lua_dir;
-  if (!e) return NULL;
-  e->L = luaL_newstate();
-  if (!e->L) {
-    free(e);
-    return NULL;
-  }
-  luaL_openlibs(e->L);
+  lua_settop(L, 0);
+  luaL_openlibs(L);
   if (opts && opts->loop) {
-    lua_pushlightuserdata(e->L, opts->loop);
-    lua_setfield(e->L, LUA_REGISTRYINDEX, "slither.host_loop");
+    lua_pushlightuserdata(L, opts->loop);
+    lua_setfield(L, LUA_REGISTRYINDEX, "slither.host_loop");
   }
-  lua_getglobal(e->L, "package");
-  lua_getfield(e->L, -1, "preload");
-  lua_pushcfunction(e->L, luaopen_slither_core);
-  lua_setfield(e->L, -2, "slither.core");
-  lua_pop(e->L, 1);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_slither_core);
+  lua_setfield(L, -2, "slither.core");
+  lua_pop(L, 1);
   /* Creating the core creates the engine, which knows where the Lua modules are. */
-  lua_getglobal(e->L, "require");
-  lua_pushstring(e->L, "slither.core");
-  lua_call(e->L, 1, 0);
-  core = sl_lua_engine(e->L);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "slither.core");
+  lua_call(L, 1, 0);
+  core = sl_lua_engine(L);
   if (opts && opts->python) {
+    char *py = strdup(opts->python);
+    if (!py) return luaL_error(L, "out of memory");
     free(core->python);
-    core->python = strdup(opts->python);
+    core->python = py;
   }
   if (opts && opts->log) {
     core->log_cb = opts->log;
@@ -61,10 +67,35 @@ slither_engine *slither_new(const slither_options *opts) {
     core->log_level = -1; /* an embedded engine prints nothing of its own */
   }
   lua_dir = opts && opts->lua_path ? opts->lua_path : core->lua_path;
-  lua_getfield(e->L, -1, "path");
-  lua_pushfstring(e->L, "%s/?.lua;%s/?/init.lua;%s", lua_dir, lua_dir, lua_tostring(e->L, -1));
-  lua_setfield(e->L, -3, "path");
-  lua_pop(e->L, 2);
+  if (!lua_dir) return luaL_error(L, "no directory holds the slither Lua modules");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", lua_dir, lua_dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 2);
+  return 0;
+}
+
+slither_engine *slither_new(const slither_options *opts) {
+  slither_engine *e = calloc(1, sizeof *e);
+  new_err[0] = '\0';
+  if (!e) {
+    snprintf(new_err, sizeof new_err, "out of memory");
+    return NULL;
+  }
+  e->L = luaL_newstate();
+  if (!e->L) {
+    snprintf(new_err, sizeof new_err, "out of memory (no Lua state)");
+    free(e);
+    return NULL;
+  }
+  if (lua_cpcall(e->L, new_protected, (void *)opts)) {
+    const char *msg = lua_tostring(e->L, -1);
+    snprintf(new_err, sizeof new_err, "the engine cannot start: %s",
+             msg ? msg : "unknown error");
+    lua_close(e->L);
+    free(e);
+    return NULL;
+  }
   return e;
 }
 

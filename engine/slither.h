@@ -41,8 +41,11 @@ typedef struct slither_options {
 /* Text the engine hands back: free it with slither_free_text. */
 void slither_free_text(char *text);
 
-/* Create an engine. opts may be NULL. Returns NULL only when out of memory. */
+/* Create an engine. opts may be NULL. Returns NULL when it cannot (out of memory, no
+ * file descriptors for its loop, the Lua modules not found): slither_new_error then
+ * says why, for the calling thread, until its next slither_new. */
 slither_engine *slither_new(const slither_options *opts);
+const char *slither_new_error(void);
 /* Run a Lua script as the main task, with argv as its `arg` table; waits until it
  * finishes. On failure the message (with a traceback) is in slither_last_error. */
 int slither_run_file(slither_engine *e, const char *path, int argc, char **argv);
