@@ -10,11 +10,11 @@
 #include "pool.h"
 #include "slither.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <errno.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
