@@ -632,11 +632,18 @@ end
 -- batch that finished before an earlier one is held until that one is done, and
 -- held batches count against max_in_flight: one slow batch cannot let the others
 -- run ahead and pile up results without bound.
+-- A stream also stops launching once results wait for its consumer. With the
+-- python executor a batch cannot finish inside launch(), so the in-flight bound
+-- alone holds; an executor that completes at once (a Lua function that does not
+-- yield, a C executor) finishes each batch before launch() returns, inflight is
+-- back to 0 and, without this check, the loop would pull the whole source.
 function Run:fill()
   local max = self.o.max_in_flight
   local index_order = self.o.ordering == "preserve" and not self.by_seq
+  local queued = self.queued
   while not self.halted and not self.closed and not self.exhausted and
-      self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) do
+      self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) and
+      (not queued or queued() == 0) do
     local b = self.next_batch()
     if b == nil then
       self.exhausted = true

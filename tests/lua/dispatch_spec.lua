@@ -298,6 +298,85 @@ describe("slither.dispatch", function()
     assert.is_true(max >= 2, "observed only " .. max .. " batch at a time")
   end)
 
+  -- A counting source of n items: pulls() says how many were taken.
+  local function counting(n)
+    local i = 0
+    return function()
+      if i >= n then return nil end
+      i = i + 1
+      return i
+    end, function() return i end
+  end
+
+  -- #11 item 2: an executor that completes at once finished each batch inside
+  -- launch(), so the in-flight bound never bit and the stream pulled its whole
+  -- source before the consumer took its 5th result.
+  it("bounds what a stream pulls for every executor, one that completes at once too (#11)",
+  function()
+    H.pool{ name = "default", size = 1 }
+    local executors = {
+      lua = function(p) return p end,
+      lua_yielding = function(p) slither.sleep(1) return p end,
+      -- what slither.executors.NAME (a C executor) is to dispatch: a function
+      -- that returns without yielding
+      c_like = function(p) local out = {} for i, v in ipairs(p) do out[i] = v end return out end,
+      python = "python",
+    }
+    for name, ex in pairs(executors) do
+      for _, shape in ipairs({ { 2, 1 }, { 4, 3 } }) do
+        local size, window = shape[1], shape[2]
+        local src, pulls = counting(100000)
+        local opts = { batch_size = size, max_in_flight = window }
+        if ex == "python" then
+          opts.module, opts["function"] = M, "double"
+        else
+          opts.executor = ex
+        end
+        local s = dispatch.stream(src, opts)
+        for k = 1, 5 do
+          local it = s.next()
+          assert.is_not_nil(it)
+          assert.are.equal(ex == "python" and 2 * k or k, it.payload)
+          -- consumed, a batch of results handed out, and the window's batches
+          local bound = k + size + size * window
+          assert.is_true(pulls() <= bound, string.format("%s (batch_size %d, max_in_flight %d) " ..
+            "pulled %d items by result %d (bound %d)", name, size, window, pulls(), k, bound))
+        end
+        s:close()
+      end
+    end
+    -- a stream of an executor that completes at once still hands on every item, in order
+    local src = counting(1000)
+    local got = 0
+    for it in dispatch.stream(src, { executor = function(p) return p end, batch_size = 7,
+                                     max_in_flight = 3 }).next do
+      got = got + 1
+      assert.are.equal(got, it.payload)
+    end
+    assert.are.equal(1000, got)
+  end)
+
+  it("keeps run's batches within max_in_flight with a Lua executor (#11)", function()
+    -- run collects every result, so it pulls the whole source in the end; while
+    -- it runs, input is taken only as batches may be launched
+    for _, yielding in ipairs({ false, true }) do
+      local src, pulls = counting(200)
+      local running, done, worst = 0, 0, 0
+      local res = dispatch.run(src, { batch_size = 3, max_in_flight = 2, executor = function(p)
+        running = running + 1
+        worst = math.max(worst, running)
+        assert(pulls() <= (done + 2) * 3, "pulled " .. pulls() .. " with " .. done .. " done")
+        if yielding then slither.sleep(1) end
+        running = running - 1
+        done = done + 1
+        return p
+      end })
+      assert.are.equal(200, #res)
+      assert.is_true(worst <= 2, "ran " .. worst .. " batches at once")
+      if yielding then assert.are.equal(2, worst) end
+    end
+  end)
+
   it("runs a Lua executor and one pre-built batch with call_batch", function()
     local res, rep = dispatch.run(range(10), {
       executor = function(p, ctx)
