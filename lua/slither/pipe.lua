@@ -86,18 +86,32 @@ function Builder:stage(name, kind, opts)
       bad(self.name, "lua stage '%s': cardinality must be \"one\" or \"many\"", name)
     end
   elseif kind == "python" then
-    if type(opts.module) ~= "string" then bad(self.name, "python stage '%s' needs a module", name) end
-    if type(opts["function"]) ~= "string" then
-      bad(self.name, "python stage '%s' needs a function", name)
+    -- a dispatch stage: its batches go to a pool, or, as in dispatch, to an
+    -- executor function fn(payloads, ctx) -> results
+    local lua_executor = type(opts.executor) == "function"
+    if not lua_executor then
+      if opts.executor ~= nil and opts.executor ~= "python" then
+        bad(self.name, "python stage '%s': option 'executor' must be \"python\" or a function",
+          name)
+      end
+      if type(opts.module) ~= "string" then
+        bad(self.name, "python stage '%s' needs a module (or an executor function)", name)
+      end
+      if type(opts["function"]) ~= "string" then
+        bad(self.name, "python stage '%s' needs a function", name)
+      end
     end
     if opts.on_error ~= nil then
       bad(self.name, "python stage '%s': set its error policy with p:on_error", name)
     end
     -- every other option is a dispatch option: check them now, by name and type
+    -- (a pool need not run yet: the python executor's own checks wait for the run)
     local probe = {}
     for k, v in pairs(opts) do probe[k] = v end
-    probe.pool, probe.executor = nil, function() end
-    probe.module, probe["function"] = nil, nil
+    if not lua_executor then
+      probe.pool, probe.executor = nil, function() end
+      probe.module, probe["function"] = nil, nil
+    end
     local ok, e = pcall(dispatch._check_options, "stage '" .. name .. "'", probe)
     if not ok then bad(self.name, "%s", tostring(e):gsub("^.-stage '", "stage '")) end
   else
@@ -501,6 +515,7 @@ local function new_run(pipe, input, opts, outputs)
       local o = {}
       for k, v in pairs(st.opts) do o[k] = v end
       o.session = o.session or r.session
+      o.metadata = o.metadata or r.metadata -- what an executor function sees in ctx
       if type(policy) == "table" and policy.route then
         o.on_error = "skip"
       elseif type(policy) == "table" and policy.retry then
@@ -537,8 +552,10 @@ local function new_run(pipe, input, opts, outputs)
         end
       end
       r.streams[#r.streams + 1] = s
-      local pool = o.pool or "default"
-      r.pools[type(pool) == "table" and pool.name or pool] = true
+      if type(o.executor) ~= "function" then
+        local pool = o.pool or "default"
+        r.pools[type(pool) == "table" and pool.name or pool] = true
+      end
       local rep = s:report()
       c.retries = 0 -- batches sent again by a retry policy
       local seen_failed = 0

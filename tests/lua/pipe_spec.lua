@@ -95,7 +95,12 @@ describe("slither.pipe", function()
     assert.truthy(msg(function(p) p:stage("h", "lua", {}) end)
       :find("lua stage 'h' needs a handler", 1, true))
     assert.truthy(msg(function(p) p:stage("py", "python", { ["function"] = "f" }) end)
-      :find("python stage 'py' needs a module", 1, true))
+      :find("python stage 'py' needs a module (or an executor function)", 1, true))
+    assert.truthy(msg(function(p) p:stage("py", "python", { executor = "spark" }) end)
+      :find("option 'executor' must be \"python\" or a function", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("py", "python", { executor = function(x) return x end, module = "m" })
+    end):find("go with the python executor", 1, true))
     assert.truthy(msg(function(p)
       p:stage("py", "python", { module = "m", ["function"] = "f", batch_sise = 2 })
     end):find("unknown option 'batch_sise'", 1, true))
@@ -111,6 +116,34 @@ describe("slither.pipe", function()
       p:stage("a", "lua", { handler = print })
       p:output("default")
     end):find("output 'default' is always there", 1, true))
+  end)
+
+  -- #11 item 3: a python stage refused executor = fn ("needs a module"),
+  -- though dispatch takes one
+  it("runs a python stage through an executor function, as dispatch does (#11)", function()
+    local seen = {}
+    local P = slither.pipe("exec", function(p)
+      p:stage("prep", "lua", { handler = function(it) return it.payload + 1 end })
+      p:stage("py", "python", { batch_size = 4, max_in_flight = 2,
+        executor = function(payloads, ctx)
+          seen[#seen + 1] = { n = #payloads, session = ctx.session, tag = ctx.metadata.tag }
+          local out = {}
+          for i, v in ipairs(payloads) do out[i] = v * 10 end
+          return out
+        end })
+    end)
+    local out, rep = slither.run_pipe(P, range(10), { session = "s-exec",
+                                                      metadata = { tag = "t" } })
+    assert.are.same({ 20, 30, 40, 50, 60, 70, 80, 90, 100, 110 }, payloads(out.default))
+    assert.are.equal(10, rep.stages.py["in"])
+    assert.are.equal(10, rep.stages.py.out)
+    assert.are.same({ 4, 4, 2 }, { seen[1].n, seen[2].n, seen[3].n })
+    assert.are.equal("s-exec", seen[1].session)
+    assert.are.equal("t", seen[1].tag)
+    -- streamed too, and with no pool running at all
+    local got = {}
+    for name, it in slither.stream_pipe(P, range(3)).next do got[#got + 1] = name .. it.payload end
+    assert.are.same({ "default20", "default30", "default40" }, got)
   end)
 
   it("lets go of its input and outputs when a run ends, compiled or not", function()
