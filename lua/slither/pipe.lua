@@ -47,11 +47,27 @@ local Builder = {}
 Builder.__index = Builder
 
 local KINDS = { lua = true, python = true, router = true }
-local LUA_OPTS = { handler = true, batch_handler = true, cardinality = true, batch_size = true }
-local ROUTER_OPTS = { routes = true }
+local LUA_OPTS = { handler = true, batch_handler = true, cardinality = true, batch_size = true,
+                   on_error = true }
+local ROUTER_OPTS = { routes = true, on_error = true }
 
 local function bad(pipe, fmt, ...)
   error("slither.pipe '" .. pipe .. "': " .. string.format(fmt, ...), 4)
+end
+
+local function check_policy(pipe, stage, p)
+  if p == "halt" or p == "skip" or p == "isolate" then return end
+  if type(p) == "table" then
+    if p.route ~= nil then
+      if type(p.route) ~= "string" then
+        bad(pipe, "on_error for '%s': route names an output, got %s", stage, type(p.route))
+      end
+      return
+    end
+    if p.retry then return end
+  end
+  bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", \"isolate\", { route = \"output\" } " ..
+    "or { retry = {...}, fallback = ... }", stage)
 end
 
 function Builder:store(def)
@@ -101,13 +117,11 @@ function Builder:stage(name, kind, opts)
         bad(self.name, "python stage '%s' needs a function", name)
       end
     end
-    if opts.on_error ~= nil then
-      bad(self.name, "python stage '%s': set its error policy with p:on_error", name)
-    end
     -- every other option is a dispatch option: check them now, by name and type
     -- (a pool need not run yet: the python executor's own checks wait for the run)
     local probe = {}
     for k, v in pairs(opts) do probe[k] = v end
+    probe.on_error = nil -- a pipe policy, checked below
     if not lua_executor then
       probe.pool, probe.executor = nil, function() end
       probe.module, probe["function"] = nil, nil
@@ -128,6 +142,15 @@ function Builder:stage(name, kind, opts)
       end
     end
   end
+  -- on_error as a stage option is the stage's p:on_error
+  if opts.on_error ~= nil then
+    check_policy(self.name, name, opts.on_error)
+    if self.policies[name] ~= nil then
+      bad(self.name, "stage '%s' has an error policy twice (its on_error option and p:on_error)",
+        name)
+    end
+    self.policies[name] = opts.on_error
+  end
   self.stages[#self.stages + 1] = st
   self.by_name[name] = st
 end
@@ -142,22 +165,11 @@ function Builder:output(name)
   self.output_list[#self.output_list + 1] = name
 end
 
-local function check_policy(pipe, stage, p)
-  if p == "halt" or p == "skip" then return end
-  if type(p) == "table" then
-    if p.route ~= nil then
-      if type(p.route) ~= "string" then
-        bad(pipe, "on_error for '%s': route names an output, got %s", stage, type(p.route))
-      end
-      return
-    end
-    if p.retry then return end
-  end
-  bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", { route = \"output\" } or " ..
-    "{ retry = {...}, fallback = ... }", stage)
-end
-
 function Builder:on_error(stage, policy)
+  if stage ~= "*" and self.by_name[stage] and self.by_name[stage].opts.on_error ~= nil then
+    bad(self.name, "stage '%s' has an error policy twice (its on_error option and p:on_error)",
+      stage)
+  end
   if stage ~= "*" and not self.by_name[stage] then
     -- stages may be declared later: checked when the pipe is complete
     self.pending_errors[#self.pending_errors + 1] = stage
@@ -340,6 +352,11 @@ local function new_run(pipe, input, opts, outputs)
     r.failed_routed[out] = (r.failed_routed[out] or 0) + 1
     sink(out_index[out], it)
   end
+  -- items a stage dropped for an error ("skip", "isolate"), for the report
+  r.failed = {}
+  local function dropped(stage, it, err)
+    r.failed[#r.failed + 1] = { stage = stage, item = it, error = err }
+  end
 
   -- The chain passes lists of items ("chunks"), so each stage pays per chunk and
   -- its per-item work is a tight loop. Every stage function returns a non-empty
@@ -404,12 +421,17 @@ local function new_run(pipe, input, opts, outputs)
     local policy = policy_of(pipe, st.name)
     local last = idx == #pipe.stages
     local prev = up
+    -- An item failed in this stage: routed, dropped (skip, isolate: a stage that
+    -- works item by item has nothing more to isolate) and listed in the report,
+    -- or the run halts.
     local function failed(it, err)
       c.failed = c.failed + 1
       if type(policy) == "table" and policy.route then
         it.meta.error = err
         route_failed(policy.route, it)
-      elseif policy ~= "skip" then
+      elseif policy == "skip" or policy == "isolate" then
+        dropped(st.name, it, err)
+      else
         halt(err)
       end
     end
@@ -487,15 +509,16 @@ local function new_run(pipe, input, opts, outputs)
           end
           buf, bn = rest, math.max(0, bn - size)
           c["in"] = c["in"] + #batch
-          local ok, res = pcall(bh, batch, ctx)
           local out, n = {}, 0
-          if not ok or type(res) ~= "table" or #res ~= #batch then
-            local msg = not ok and tostring(res) or ("batch_handler returned " ..
-              (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
-              #batch .. " items")
-            for _, it in ipairs(batch) do failed(it, stage_error(st.name, "stage_error", msg, it)) end
-          else
-            for i, it in ipairs(batch) do
+          -- nil when the batch is done, else the message its failure gets
+          local function call(items)
+            local ok, res = pcall(bh, items, ctx)
+            if not ok or type(res) ~= "table" or #res ~= #items then
+              return not ok and tostring(res) or ("batch_handler returned " ..
+                (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
+                #items .. " items")
+            end
+            for i, it in ipairs(items) do
               local v = res[i]
               if getmetatable(v) == Skip then
                 c.skipped = c.skipped + 1
@@ -505,6 +528,17 @@ local function new_run(pipe, input, opts, outputs)
                 out[n] = it
               end
             end
+          end
+          local msg = call(batch)
+          if msg and policy == "isolate" and #batch > 1 then
+            -- as dispatch does: the items go again one by one, and only those
+            -- that fail alone fail
+            for _, it in ipairs(batch) do
+              local m = call({ it })
+              if m then failed(it, stage_error(st.name, "stage_error", m, it)) end
+            end
+          elseif msg then
+            for _, it in ipairs(batch) do failed(it, stage_error(st.name, "stage_error", msg, it)) end
           end
           c.out = c.out + n
           if n > 0 then return out end
@@ -572,6 +606,8 @@ local function new_run(pipe, input, opts, outputs)
           if route then
             f.item.meta.error = f.error
             route_failed(route, f.item)
+          else
+            dropped(st.name, f.item, f.error)
           end
         end
         c.retries = rep.retries
@@ -727,7 +763,8 @@ local function new_run(pipe, input, opts, outputs)
     end
     for out, n in pairs(r.failed_routed) do routing[out] = (routing[out] or 0) + n end
     if r.default_n > 0 then routing.default = (routing.default or 0) + r.default_n end
-    return { run_id = r.id, session = r.session, stages = stages, routing = routing }
+    return { run_id = r.id, session = r.session, stages = stages, routing = routing,
+             failed = r.failed }
   end
   return r
 end

@@ -192,6 +192,65 @@ describe("slither.pipe", function()
     assert.are.same({ "python", "stage_error" }, kinds)
   end)
 
+  -- #11 item 4: "isolate" was refused in pipes, as a stage option and in p:on_error
+  it("isolates failing items in a pipe as dispatch does, only the bad ones fail (#11)",
+  function()
+    H.pool{ name = "default", size = 1 }
+    local input = { 1, 2, 3, 4, -5, 6, 7, 8, 9, 10 }
+    local function build(how)
+      return slither.pipe("isolating", function(p)
+        local opts = { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                       batch_size = 4 }
+        if how == "option" then opts.on_error = "isolate" end
+        p:stage("py", "python", opts)
+        if how == "p:on_error" then p:on_error("py", "isolate") end
+        if how == "*" then p:on_error("*", "isolate") end
+      end)
+    end
+    for _, how in ipairs({ "option", "p:on_error", "*" }) do
+      local out, rep = slither.run_pipe(build(how), input)
+      assert(out, how .. ": " .. tostring(rep and rep.message))
+      assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, payloads(out.default))
+      assert.are.equal(1, rep.stages.py.failed)
+      assert.are.equal(9, rep.stages.py.out)
+      assert.are.equal(1, #rep.failed)
+      assert.are.equal("py", rep.failed[1].stage)
+      assert.are.equal(-5, rep.failed[1].item.payload)
+      assert.are.equal("python", rep.failed[1].error.kind)
+      assert.truthy(rep.failed[1].error.message:find("negative -5", 1, true))
+    end
+    -- streamed: the same items come out
+    local got = {}
+    for _, it in slither.stream_pipe(build("option"), input).next do got[#got + 1] = it.payload end
+    assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, got)
+    -- a Lua batch handler: a failed batch goes again item by item
+    local calls = 0
+    local L = slither.pipe("isolating_lua", function(p)
+      p:stage("b", "lua", { batch_size = 4, on_error = "isolate", batch_handler = function(items)
+        calls = calls + 1
+        local out = {}
+        for i, it in ipairs(items) do
+          if it.payload < 0 then error("negative " .. it.payload) end
+          out[i] = it.payload * 2
+        end
+        return out
+      end })
+    end)
+    local out, rep = slither.run_pipe(L, input)
+    assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, payloads(out.default))
+    assert.are.equal(1, rep.stages.b.failed)
+    assert.are.equal(-5, rep.failed[1].item.payload)
+    assert.are.equal("b", rep.failed[1].error.stage)
+    assert.are.equal(3 + 4, calls) -- three batches, the failed one again item by item
+    -- one policy per stage
+    local ok, e = pcall(slither.pipe, "twice", function(p)
+      p:stage("py", "python", { module = "m", ["function"] = "f", on_error = "skip" })
+      p:on_error("py", "isolate")
+    end)
+    assert.is_false(ok)
+    assert.truthy(e:find("stage 'py' has an error policy twice", 1, true))
+  end)
+
   it("retries a Python stage by its retry policy, then falls back", function()
     local flag = os.tmpname() -- the first worker to see it dies mid-batch
     H.pool{ name = "default", size = 2, env = { SLITHER_DIE_FLAG = flag } }
