@@ -408,16 +408,24 @@ end
 
 local listening = telemetry.listening
 
+-- A run that belongs to a pipe stage carries run.labels = { pipe, stage, run_id },
+-- set by the pipe, and its batch events say so.
+local function batch_md(b, info, err)
+  local run, lb = b.run, b.run.labels
+  return {
+    batch_index = b.index, worker = info and info.worker, session = b.session,
+    strategy = run.strategy_name, kind = err and err.kind, error = err,
+    pipe = lb and lb.pipe, stage = lb and lb.stage, run_id = lb and lb.run_id,
+  }
+end
+
 local function emit_event(name, b, info, err, dur)
   if not listening(name) then return end
   telemetry.execute(name, {
     duration_ms = dur, queue_wait_ms = info and info.queued_ms, items = #b.items,
     bytes_out = info and info.bytes_out, bytes_in = info and info.bytes_in,
     attempt = b.attempt,
-  }, {
-    batch_index = b.index, worker = info and info.worker, session = b.session,
-    strategy = b.run.strategy_name, kind = err and err.kind, error = err,
-  })
+  }, batch_md(b, info, err))
 end
 
 local finish_batch, launch
@@ -521,7 +529,7 @@ function launch(b)
   b.t0 = core.now()
   if listening("slither.dispatch.batch.start") then
     telemetry.execute("slither.dispatch.batch.start", { items = #b.items, attempt = b.attempt },
-      { batch_index = b.index, session = b.session, strategy = run.strategy_name })
+      batch_md(b, nil, nil))
   end
   if o.executor == "python" then
     local handle = o.pool.handle

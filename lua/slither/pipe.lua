@@ -574,6 +574,7 @@ local function new_run(pipe, input, opts, outputs)
       end
       local ok, s = pcall(dispatch.stream, item_source, o)
       if not ok then error(s, 0) end
+      s.run.labels = { pipe = pipe.name, stage = st.name, run_id = r.id } -- for batch events
       local upstream = r.streams[#r.streams]
       if upstream then
         local busy = false
