@@ -195,7 +195,11 @@ local function make_source(fname, src)
     return function()
       if held == nil then return nil end
       local v = held()
-      if v == nil or v == AGAIN then return v end
+      -- an iterator is not called again once it said nil (a coroutine.wrap
+      -- source would raise "cannot resume dead coroutine"), whoever asks again:
+      -- a strategy's next batch, a stream's next fill
+      if v == nil then held = nil return nil end
+      if v == AGAIN then return v end
       return coerce(v)
     end, drop
   end
@@ -352,9 +356,13 @@ local function new_run(fname, source, opts)
     end
   end
   if type(o.strategy) == "function" then
+    -- strategy(next_item, opts) -> next_batch, called once per run; next_batch()
+    -- -> a non-empty list of items, nil at the end, or AGAIN (README: Dispatch)
     local it = o.strategy(next_item, o)
     if type(it) ~= "function" then
-      error(fname .. ": a strategy function must return a batch iterator, got " .. type(it), 3)
+      error(fname .. ": a strategy function must return a batch iterator, got " .. type(it) ..
+        " (strategy(next_item, opts) is called once and returns a function that gives " ..
+        "the next batch, a list of items, or nil at the end)", 3)
     end
     self.next_batch = function()
       local b = it()
@@ -362,7 +370,21 @@ local function new_run(fname, source, opts)
       if b ~= nil and type(b) ~= "table" then
         error("dispatch: the strategy returned a " .. type(b) .. " instead of a batch", 0)
       end
-      if b then for i = 1, #b do b[i] = coerce(b[i]) end end
+      if b then
+        if b[1] == nil then
+          error("dispatch: the strategy returned an empty batch (return nil at the end)", 0)
+        end
+        for i = 1, #b do
+          local x = b[i]
+          if x == AGAIN then
+            -- AGAIN is not an item: sent on, it would reach the executor
+            error("dispatch: the strategy put dispatch.AGAIN in a batch (inside a pipe " ..
+              "next_item() answers AGAIN when no item is ready: end the batch there, or " ..
+              "return AGAIN when it is empty)", 0)
+          end
+          b[i] = coerce(x)
+        end
+      end
       return b
     end
   elseif o.strategy == "weighted" then

@@ -377,6 +377,77 @@ describe("slither.dispatch", function()
     end
   end)
 
+  -- #11 item 13: the README gave a strategy signature that raised "must return a
+  -- batch iterator"; scripts/custom_strategy.lua is the example it now points to
+  it("runs scripts/custom_strategy.lua, the README's strategy example, with every check OK (#11)",
+  function()
+    -- the binary of this build: LUA_CPATH holds <build>/lua/?.so
+    local build = package.cpath:match("([^;]+)/lua/%?%.so")
+    local bin = build and build .. "/slither"
+    assert(bin and io.open(bin), "no slither binary next to the Lua modules in " .. package.cpath)
+    local f = assert(io.popen(bin .. " scripts/custom_strategy.lua 2>&1; echo \"status=$?\""))
+    local out = f:read("*a")
+    f:close()
+    assert.truthy(out:find("status=0", 1, true), out)
+    assert.is_nil(out:find("MISMATCH", 1, true), out)
+    local oks = 0
+    for _ in out:gmatch("%[OK%]") do oks = oks + 1 end
+    assert.are.equal(5, oks, out)
+    assert.truthy(out:find("all checks passed", 1, true), out)
+  end)
+
+  it("says what a strategy function must return when it returns something else (#11)",
+  function()
+    local ex = function(p) return p end
+    -- the README's old signature taken literally: a batch instead of an iterator
+    local ok, e = pcall(dispatch.run, { 1, 2, 3 }, { executor = ex, strategy = function(next_item)
+      return { next_item() }
+    end })
+    assert.is_false(ok)
+    assert.truthy(e:find("must return a batch iterator, got table (strategy(next_item, opts) " ..
+      "is called once and returns a function", 1, true), e)
+    ok, e = pcall(dispatch.run, { 1 }, { executor = ex, strategy = function()
+      return function() return {} end
+    end })
+    assert.is_false(ok)
+    assert.truthy(e:find("the strategy returned an empty batch", 1, true), e)
+    -- AGAIN (a pipe's "no item yet") put in a batch is refused, not sent on
+    local n = 0
+    local src = function()
+      n = n + 1
+      if n == 2 then return dispatch.AGAIN end
+      if n <= 4 then return n end
+    end
+    local s = dispatch.stream(src, { executor = ex, strategy = function(next_item)
+      return function()
+        local a = next_item()
+        if a == nil then return nil end
+        return { a, next_item() }
+      end
+    end })
+    ok, e = pcall(s.next)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("the strategy put dispatch.AGAIN in a batch", 1, true), e)
+  end)
+
+  it("never calls an iterator source again once it returned nil", function()
+    local ex = function(p) return p end
+    for _, size in ipairs({ 1, 2, 3, 4 }) do
+      local src = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+      local res = dispatch.run(src, { executor = ex, batch_size = size })
+      assert.are.same({ 1, 2, 3 }, payloads(res))
+      local calls, i = 0, 0
+      local got = {}
+      for it in dispatch.stream(function()
+        calls = calls + 1
+        assert(calls <= 4, "called again after nil")
+        i = i + 1
+        if i <= 3 then return i end
+      end, { executor = ex, batch_size = size }).next do got[#got + 1] = it.payload end
+      assert.are.same({ 1, 2, 3 }, got)
+    end
+  end)
+
   it("runs a Lua executor and one pre-built batch with call_batch", function()
     local res, rep = dispatch.run(range(10), {
       executor = function(p, ctx)
