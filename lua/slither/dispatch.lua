@@ -204,7 +204,7 @@ local function make_source(fname, src)
     end, drop
   end
   if type(src) == "table" then
-    local i, n = 0, #src
+    local i, n = 0, item_mod.length(src, fname, 4)
     return function()
       if i >= n or held == nil then return nil end
       i = i + 1
@@ -775,7 +775,7 @@ function M.call_batch(batch, opts)
   end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
-  o.batch_size = math.max(1, #batch)
+  o.batch_size = math.max(1, item_mod.length(batch, "slither.dispatch.call_batch", 2))
   o.strategy = "fixed"
   return M.run(batch, o)
 end

@@ -29,12 +29,44 @@ function M.wrap(payload, meta)
   return setmetatable({ id = next_id, payload = payload, meta = meta, route = false }, Item)
 end
 
+-- The number of items of an input list. A list cannot hold nil: a nil between
+-- items (a "hole") would make #list stop short of, or run past, items that are
+-- there, and they would be lost without a word. So a hole is an error naming it,
+-- unless the list says its own length in `n` (as table.pack does); nil inside
+-- that length is an error too. One pass over the list, before any work starts.
+function M.length(list, fname, level)
+  level = (level or 1) + 1
+  local n = rawget(list, "n")
+  if n ~= nil then
+    if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
+      error(fname .. ": the input list's n must be an integer >= 0, got " .. tostring(n), level)
+    end
+  else
+    n = #list
+    local maxn = table.maxn(list)
+    if maxn > n then
+      local hole = n + 1
+      while list[hole] ~= nil do hole = hole + 1 end
+      error(string.format("%s: the input list has a hole: item %d is nil, but there are " ..
+        "items up to %d (use slither.null for a null payload, or set the list's n)",
+        fname, hole, maxn), level)
+    end
+  end
+  for i = 1, n do
+    if list[i] == nil then
+      error(string.format("%s: the input list has a hole: item %d of %d is nil (use " ..
+        "slither.null for a null payload)", fname, i, n), level)
+    end
+  end
+  return n
+end
+
 function M.wrap_many(list)
   if type(list) ~= "table" then
     error("slither.item.wrap_many: expected a list, got " .. type(list), 2)
   end
   local out = {}
-  for i = 1, #list do
+  for i = 1, M.length(list, "slither.item.wrap_many", 2) do
     next_id = next_id + 1
     out[i] = setmetatable({ id = next_id, payload = list[i], route = false }, Item)
   end

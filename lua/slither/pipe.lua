@@ -260,6 +260,7 @@ local function new_run(pipe, input, opts, outputs)
   if not list and type(input) ~= "function" and not (type(mt) == "table" and mt.__call) then
     error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
   end
+  local input_n = list and item_mod.length(input, "slither.run_pipe", 3) -- before any work
   run_seq = run_seq + 1
   local r = {
     pipe = pipe,
@@ -380,7 +381,7 @@ local function new_run(pipe, input, opts, outputs)
     src_end(0)
   end
   if list then
-    local i, n = 0, #input
+    local i, n = 0, input_n
     src = function()
       if i >= n then return nil end
       local xs, k = held, 0

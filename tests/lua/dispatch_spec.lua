@@ -448,6 +448,43 @@ describe("slither.dispatch", function()
     end
   end)
 
+  -- #12 item 9: dispatch.run({ 1, nil, 3 }) returned one result and reported success
+  it("refuses an input list with a hole, naming it, or honours its n (#12)", function()
+    local ex = function(p) return p end
+    local function holed(how)
+      if how == "short" then return { 1, nil, 3 } end -- # stops at 1 here
+      local t = { 1, 2, 3, 4 }
+      t[2] = nil -- # still says 4
+      return t
+    end
+    local function refused(fn, ...)
+      local ok, e = pcall(fn, ...)
+      assert.is_false(ok, "accepted a list with a hole")
+      assert.truthy(tostring(e):find("the input list has a hole: item 2", 1, true), e)
+      return e
+    end
+    for _, how in ipairs({ "short", "long" }) do
+      local e = refused(dispatch.run, holed(how), { executor = ex })
+      assert.truthy(e:find("slither.dispatch.run", 1, true), e)
+      refused(dispatch.stream, holed(how), { executor = ex })
+      refused(dispatch.call_batch, holed(how), { executor = ex })
+      refused(slither.item.wrap_many, holed(how))
+    end
+    -- with n, the list says its own length: n items, and a nil among them is refused
+    local res = dispatch.run({ n = 2, 1, 2, 3 }, { executor = ex })
+    assert.are.same({ 1, 2 }, payloads(res))
+    local ok, e = pcall(dispatch.run, { n = 3, 1, 2 }, { executor = ex })
+    assert.is_false(ok)
+    assert.truthy(e:find("item 3 of 3 is nil", 1, true), e)
+    ok, e = pcall(dispatch.run, { n = "3", 1 }, { executor = ex })
+    assert.is_false(ok)
+    assert.truthy(e:find("n must be an integer >= 0", 1, true), e)
+    -- a null payload travels as slither.null
+    res = dispatch.run({ 1, slither.null, 3 }, { executor = ex })
+    assert.are.equal(3, #res)
+    assert.are.equal(slither.null, res[2].payload)
+  end)
+
   it("runs a Lua executor and one pre-built batch with call_batch", function()
     local res, rep = dispatch.run(range(10), {
       executor = function(p, ctx)

@@ -146,6 +146,26 @@ describe("slither.pipe", function()
     assert.are.same({ "default20", "default30", "default40" }, got)
   end)
 
+  -- #12 item 9: a list input with a hole lost the items past it without a word
+  it("refuses a list input with a hole, naming it, before any work (#12)", function()
+    local ran = 0
+    local P = slither.pipe("holes", function(p)
+      p:stage("a", "lua", { handler = function(it) ran = ran + 1 return it.payload end })
+    end)
+    local long = { 1, 2, 3, 4 }
+    long[2] = nil
+    for _, input in ipairs({ { 1, nil, 3 }, long }) do
+      for _, fn in ipairs({ slither.run_pipe, slither.stream_pipe }) do
+        local ok, e = pcall(fn, P, input)
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find("the input list has a hole: item 2", 1, true), e)
+      end
+    end
+    assert.are.equal(0, ran)
+    local out = slither.run_pipe(P, { n = 2, 5, 6, 7 })
+    assert.are.same({ 5, 6 }, payloads(out.default))
+  end)
+
   it("lets go of its input and outputs when a run ends, compiled or not", function()
     assert.are.equal("alive: none", H.alive_after("pipe"))
   end)
