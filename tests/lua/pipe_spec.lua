@@ -212,6 +212,32 @@ describe("slither.pipe", function()
     assert.are.same({ "python", "stage_error" }, kinds)
   end)
 
+  -- #11 item 2: a stage whose executor completes at once pulled the whole input
+  it("bounds what a pipe pulls when a stage's executor completes at once (#11)", function()
+    local pulls, i = 0, 0
+    local src = function()
+      if i >= 100000 then return nil end
+      i = i + 1
+      pulls = pulls + 1
+      return i
+    end
+    local P = slither.pipe("bounded", function(p)
+      p:stage("a", "lua", { handler = function(it) return it.payload end })
+      p:stage("py", "python", { executor = function(x) return x end, batch_size = 2,
+                                max_in_flight = 1 })
+      p:stage("b", "lua", { handler = function(it) return it.payload + 1 end })
+    end)
+    local s = slither.stream_pipe(P, src)
+    for k = 1, 5 do
+      local out, it = s.next()
+      assert.are.equal("default", out)
+      assert.are.equal(k + 1, it.payload)
+    end
+    s.close()
+    -- the source is read a chunk (256 items) at a time
+    assert.is_true(pulls <= 256 + 4, "pulled " .. pulls)
+  end)
+
   -- #11 item 4: "isolate" was refused in pipes, as a stage option and in p:on_error
   it("isolates failing items in a pipe as dispatch does, only the bad ones fail (#11)",
   function()
