@@ -597,6 +597,9 @@ local function new_run(pipe, input, opts, outputs)
       local seen_failed = 0
       local route = type(policy) == "table" and (policy.route or
         (type(policy.fallback) == "table" and policy.fallback.route))
+      -- items failed under a halt are the error's, not dropped ones
+      local final = type(policy) == "table" and policy.retry and policy.fallback or policy
+      local drops_failed = final == "skip" or final == "isolate"
       up = function()
         local ok2, chunk = pcall(s.next_chunk)
         -- failures and retries so far: counted before a halt is passed on too
@@ -608,7 +611,7 @@ local function new_run(pipe, input, opts, outputs)
           if route then
             f.item.meta.error = f.error
             route_failed(route, f.item)
-          else
+          elseif drops_failed then
             dropped(st.name, f.item, f.error)
           end
         end

@@ -288,6 +288,21 @@ describe("slither.pipe", function()
     assert.are.equal(-5, rep.failed[1].item.payload)
     assert.are.equal("b", rep.failed[1].error.stage)
     assert.are.equal(3 + 4, calls) -- three batches, the failed one again item by item
+    -- skip lists what it dropped too; under halt the failure is the error's
+    local S = slither.pipe("skipping", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 4, on_error = "skip" })
+    end)
+    local _, srep = slither.run_pipe(S, input)
+    assert.are.equal(4, #srep.failed) -- the whole batch of -5
+    local H2 = slither.pipe("halting", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 4 })
+    end)
+    local none, herr = slither.run_pipe(H2, input)
+    assert.is_nil(none)
+    assert.are.equal("python", herr.kind)
+    assert.are.equal(0, #herr.report.failed)
     -- one policy per stage
     local ok, e = pcall(slither.pipe, "twice", function(p)
       p:stage("py", "python", { module = "m", ["function"] = "f", on_error = "skip" })
