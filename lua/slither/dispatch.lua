@@ -269,8 +269,11 @@ end
 
 -- One group per key: a key's batch fills to batch_size, and every batch of a key
 -- carries the key's session, so its items stay with one worker. Buffered items
--- are bounded: past the bound, the oldest key's batch goes out early.
-local function key_batches(next_item, o, run_session)
+-- are bounded: past the bound, the oldest key's batch goes out early. held()
+-- gives the finished items that wait for an earlier one (a stream under
+-- "preserve"): they count against the bound too, or a rare key would hold its
+-- one item back while the results of every other key pile up behind it.
+local function key_batches(next_item, o, run_session, held)
   local buffers, order, buffered, done = {}, {}, 0, false
   local size, kfn = o.batch_size, o.key_fn
   local bound = size * math.max(4, o.max_in_flight * 2)
@@ -286,6 +289,9 @@ local function key_batches(next_item, o, run_session)
     return b
   end
   return function()
+    -- the oldest key holds the oldest buffered item, which may be what the
+    -- held results wait for
+    if order[1] ~= nil and buffered + held() > bound then return take(order[1]) end
     while not done do
       local it = next_item()
       if it == nil then done = true break end
@@ -301,7 +307,7 @@ local function key_batches(next_item, o, run_session)
       b[#b + 1] = it
       buffered = buffered + 1
       if #b >= size then return take(key) end
-      if buffered > bound then
+      if buffered + held() > bound then
         -- the key that has waited longest holds the oldest item: sending it
         -- first lets "preserve" hand results on instead of holding them
         return take(order[1])
@@ -345,6 +351,10 @@ local function new_run(fname, source, opts)
   if self.by_seq then
     local raw, seq = next_item, 0
     self.seq_of, self.done_seq, self.next_seq = {}, {}, 1
+    -- finished items waiting for an earlier one; a stream stops launching when
+    -- there are hold_limit of them and a batch is still out
+    self.held_n = 0
+    self.hold_limit = o.batch_size * math.max(4, o.max_in_flight * 2)
     local seq_of = self.seq_of
     next_item = function()
       local it = raw()
@@ -390,7 +400,9 @@ local function new_run(fname, source, opts)
   elseif o.strategy == "weighted" then
     self.next_batch = weighted_batches(next_item, o)
   elseif o.strategy == "key" then
-    self.next_batch = key_batches(next_item, o, self.session)
+    self.next_batch = key_batches(next_item, o, self.session, function()
+      return self.queued and self.held_n or 0 -- run() keeps every result anyway
+    end)
   else
     self.next_batch = fixed_batches(next_item, o)
   end
@@ -624,13 +636,14 @@ function Run:deliver_by_seq(items)
     done[seq_of[it]] = it
     seq_of[it] = nil
   end
-  local n = self.next_seq
+  local n, first = self.next_seq, self.next_seq
   while done[n] do
     self:deliver({ items = { done[n] } })
     done[n] = nil
     n = n + 1
   end
   self.next_seq = n
+  self.held_n = self.held_n + #items - (n - first)
 end
 
 function Run:deliver(b)
@@ -671,9 +684,15 @@ function Run:fill()
   local max = self.o.max_in_flight
   local index_order = self.o.ordering == "preserve" and not self.by_seq
   local queued = self.queued
+  -- key and custom strategies under "preserve" hold finished items back one by
+  -- one: past hold_limit of them a stream waits for the batches still out (one
+  -- of them may hold what the others wait for); with none out it launches, and
+  -- the key strategy sends first the key that holds the oldest buffered item
+  local by_seq_bound = queued and self.by_seq
   while not self.halted and not self.closed and not self.exhausted and
       self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) and
-      (not queued or queued() == 0) do
+      (not queued or queued() == 0) and
+      (not by_seq_bound or self.held_n < self.hold_limit or self.inflight == 0) do
     local b = self.next_batch()
     if b == nil then
       self.exhausted = true

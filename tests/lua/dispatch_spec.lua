@@ -356,6 +356,45 @@ describe("slither.dispatch", function()
     assert.are.equal(1000, got)
   end)
 
+  -- Found with #11 item 2: under "preserve" a key strategy holds finished items
+  -- back until the earlier ones are done; a rare key's one item waited in its
+  -- buffer while every other key's results piled up: the whole source was read
+  -- before the first result came out.
+  it("bounds what a key-strategy stream holds for a rare key's item (#11)", function()
+    H.pool{ name = "default", size = 1 }
+    for _, ex in ipairs({ "lua", "python" }) do
+      local n = 20000
+      local i = 0
+      local src = function()
+        if i >= n then return nil end
+        i = i + 1
+        return { k = i == 1 and "rare" or "common", i = i }
+      end
+      local opts = { strategy = "key", key_fn = function(it) return it.payload.k end,
+                     batch_size = 4, max_in_flight = 2 }
+      if ex == "python" then
+        opts.module, opts["function"] = M, "key_view"
+      else
+        opts.executor = function(p)
+          local out = {}
+          for j, v in ipairs(p) do out[j] = { v.k, 0, #p } end
+          return out
+        end
+      end
+      local s = dispatch.stream(src, opts)
+      -- the held results, a key's buffer and the batches out: a few times
+      -- batch_size * max(4, 2 * max_in_flight) = 16
+      for k = 1, 5 do
+        local it = s.next()
+        assert.are.equal(k == 1 and "rare" or "common", it.payload[1])
+        assert.is_true(i <= 64, ex .. ": pulled " .. i .. " items by result " .. k)
+      end
+      local got = 5
+      for _ in s.next do got = got + 1 end
+      assert.are.equal(n, got)
+    end
+  end)
+
   it("keeps run's batches within max_in_flight with a Lua executor (#11)", function()
     -- run collects every result, so it pulls the whole source in the end; while
     -- it runs, input is taken only as batches may be launched
