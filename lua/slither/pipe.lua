@@ -64,7 +64,14 @@ local function check_policy(pipe, stage, p)
       end
       return
     end
-    if p.retry then return end
+    if p.retry then
+      local fb = p.fallback
+      if fb == nil then return end
+      if type(fb) == "table" and fb.retry then
+        bad(pipe, "on_error for '%s': a fallback cannot retry again", stage)
+      end
+      return check_policy(pipe, stage, fb)
+    end
   end
   bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", \"isolate\", { route = \"output\" } " ..
     "or { retry = {...}, fallback = ... }", stage)
@@ -425,12 +432,15 @@ local function new_run(pipe, input, opts, outputs)
     -- An item failed in this stage: routed, dropped (skip, isolate: a stage that
     -- works item by item has nothing more to isolate) and listed in the report,
     -- or the run halts.
+    -- A retry policy retries Python stages only: elsewhere its fallback applies.
+    local item_policy = policy
+    if type(policy) == "table" and policy.retry then item_policy = policy.fallback or "halt" end
     local function failed(it, err)
       c.failed = c.failed + 1
-      if type(policy) == "table" and policy.route then
+      if type(item_policy) == "table" and item_policy.route then
         it.meta.error = err
-        route_failed(policy.route, it)
-      elseif policy == "skip" or policy == "isolate" then
+        route_failed(item_policy.route, it)
+      elseif item_policy == "skip" or item_policy == "isolate" then
         dropped(st.name, it, err)
       else
         halt(err)
@@ -531,7 +541,7 @@ local function new_run(pipe, input, opts, outputs)
             end
           end
           local msg = call(batch)
-          if msg and policy == "isolate" and #batch > 1 then
+          if msg and item_policy == "isolate" and #batch > 1 then
             -- as dispatch does: the items go again one by one, and only those
             -- that fail alone fail
             for _, it in ipairs(batch) do

@@ -361,6 +361,36 @@ describe("slither.pipe", function()
     assert.are.equal(2, err3.report.stages.py.failed)
   end)
 
+  -- found with #11 item 4: a retry policy's fallback was ignored by Lua stages
+  -- (they halted) and never checked by the pipe
+  it("applies a retry policy's fallback to Lua stages, and checks it", function()
+    local P = slither.pipe("lua_fallback", function(p)
+      p:stage("a", "lua", { handler = function(it)
+        if it.payload == 2 then error("two") end
+        return it.payload
+      end })
+      p:stage("b", "lua", { batch_size = 2, batch_handler = function(items)
+        for _, it in ipairs(items) do if it.payload == 3 then error("three") end end
+        return { items[1].payload, items[2] and items[2].payload }
+      end })
+      p:output("bad")
+      p:on_error("a", { retry = { max_attempts = 2 }, fallback = { route = "bad" } })
+      p:on_error("b", { retry = { max_attempts = 2 }, fallback = "isolate" })
+    end)
+    local out, rep = slither.run_pipe(P, { 1, 2, 3, 4, 5 })
+    assert(out, rep and rep.message)
+    assert.are.same({ 1, 4, 5 }, payloads(out.default))
+    assert.are.same({ 2 }, payloads(out.bad))
+    assert.are.equal(1, #rep.failed)
+    assert.are.equal(3, rep.failed[1].item.payload)
+    local ok, e = pcall(slither.pipe, "bad_fallback", function(p)
+      p:stage("a", "lua", { handler = print })
+      p:on_error("a", { retry = {}, fallback = "ignore" })
+    end)
+    assert.is_false(ok)
+    assert.truthy(e:find("on_error for 'a' must be", 1, true), e)
+  end)
+
   local function session_pipe(Store)
     return slither.pipe("sessions", function(p)
       p:store(Store)
