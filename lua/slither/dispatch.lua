@@ -536,14 +536,14 @@ local function on_result(b, ok, err, info)
   elseif type(final) == "table" and final.route then
     b.own = false
     local rok, res = pcall(final.route, b.items, err)
-    if rok and type(res) == "table" and #res == #b.items then
+    local problem = rok and item_mod.results_problem(res, #b.items, "on_error.route",
+      "items of the batch")
+    if rok and not problem then
       for i, it in ipairs(b.items) do it.payload = res[i] end
       run.report.routed = run.report.routed + #b.items
       finish_batch(b)
     else
-      local e = rok and { kind = "result_mismatch",
-        message = "on_error.route returned " .. (type(res) == "table" and (#res .. " results")
-          or type(res)) .. " for a batch of " .. #b.items }
+      local e = rok and { kind = "result_mismatch", message = problem }
         or { kind = "route_error", message = tostring(res) }
       run.halted = true
       run.err = run.err or e
@@ -585,12 +585,11 @@ function launch(b)
       local ctx = { batch_index = b.index, attempt = b.attempt, session = b.session,
                     metadata = o.metadata }
       local ok, res = pcall(o.executor, payloads, ctx)
+      local problem = ok and item_mod.results_problem(res, #b.items, "executor", "payloads")
       if not ok then
         on_result(b, nil, { kind = "executor", message = tostring(res) }, nil)
-      elseif type(res) ~= "table" or #res ~= #b.items then
-        on_result(b, nil, { kind = "result_mismatch", message = "executor returned " ..
-          (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
-          #b.items .. " payloads" }, nil)
+      elseif problem then
+        on_result(b, nil, { kind = "result_mismatch", message = problem }, nil)
       else
         for i, it in ipairs(b.items) do it.payload = res[i] end
         on_result(b, true, nil, nil)

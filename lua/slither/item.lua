@@ -61,6 +61,29 @@ function M.length(list, fname, level)
   return n
 end
 
+-- Why `res` is not a list of exactly n results, or nil when it is. A nil inside
+-- it is a hole: # may count past it, and the item there would get a nil payload.
+-- `who` returned it, for `what` (e.g. "executor", "payloads").
+function M.results_problem(res, n, who, what)
+  if type(res) ~= "table" then
+    return string.format("%s returned %s for %d %s", who, type(res), n, what)
+  end
+  local maxn = table.maxn(res)
+  for i = 1, n do
+    if res[i] == nil then
+      if maxn > i then
+        return string.format("%s returned a list with a hole: result %d of %d is nil " ..
+          "(use slither.null for a null result)", who, i, n)
+      end
+      return string.format("%s returned %d results for %d %s", who, i - 1, n, what)
+    end
+  end
+  if maxn > n then
+    return string.format("%s returned %d results for %d %s", who, maxn, n, what)
+  end
+  return nil
+end
+
 function M.wrap_many(list)
   if type(list) ~= "table" then
     error("slither.item.wrap_many: expected a list, got " .. type(list), 2)

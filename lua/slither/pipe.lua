@@ -524,11 +524,9 @@ local function new_run(pipe, input, opts, outputs)
           -- nil when the batch is done, else the message its failure gets
           local function call(items)
             local ok, res = pcall(bh, items, ctx)
-            if not ok or type(res) ~= "table" or #res ~= #items then
-              return not ok and tostring(res) or ("batch_handler returned " ..
-                (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
-                #items .. " items")
-            end
+            if not ok then return tostring(res) end
+            local problem = item_mod.results_problem(res, #items, "batch_handler", "items")
+            if problem then return problem end
             for i, it in ipairs(items) do
               local v = res[i]
               if getmetatable(v) == Skip then

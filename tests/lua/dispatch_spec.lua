@@ -524,6 +524,32 @@ describe("slither.dispatch", function()
     assert.are.equal(slither.null, res[2].payload)
   end)
 
+  -- found with #12 item 9: a Lua executor's (or a route function's) result list
+  -- with a hole that # counted past gave an item a nil payload, and success
+  it("treats a result list with a hole as result_mismatch, naming the hole (#12)", function()
+    local function holed()
+      local t = { 10, 20, 30, 40 }
+      t[2] = nil -- # still says 4
+      return t
+    end
+    local res, err = dispatch.run({ 1, 2, 3, 4 }, { executor = holed, batch_size = 4 })
+    assert.is_nil(res)
+    assert.are.equal("result_mismatch", err.kind)
+    assert.truthy(err.message:find("executor returned a list with a hole: result 2 of 4 is nil",
+      1, true), err.message)
+    res, err = dispatch.run({ 1, 2, 3, 4 }, { batch_size = 4,
+      executor = function() error("down") end, on_error = { route = holed } })
+    assert.is_nil(res)
+    assert.are.equal("result_mismatch", err.kind)
+    assert.truthy(err.message:find("on_error.route returned a list with a hole", 1, true),
+      err.message)
+    -- too many and too few are still counted
+    res, err = dispatch.run({ 1, 2 }, { executor = function() return { 1, 2, 3 } end })
+    assert.truthy(err.message:find("executor returned 3 results for 2 payloads", 1, true))
+    res, err = dispatch.run({ 1, 2 }, { executor = function() return { 1 } end })
+    assert.truthy(err.message:find("executor returned 1 results for 2 payloads", 1, true))
+  end)
+
   it("runs a Lua executor and one pre-built batch with call_batch", function()
     local res, rep = dispatch.run(range(10), {
       executor = function(p, ctx)

@@ -164,6 +164,19 @@ describe("slither.pipe", function()
     assert.are.equal(0, ran)
     local out = slither.run_pipe(P, { n = 2, 5, 6, 7 })
     assert.are.same({ 5, 6 }, payloads(out.default))
+    -- a batch handler's result list with a hole fails its batch, naming the hole
+    local B = slither.pipe("holed_results", function(p)
+      p:stage("b", "lua", { batch_size = 4, batch_handler = function()
+        local t = { 1, 2, 3, 4 }
+        t[2] = nil
+        return t
+      end })
+    end)
+    local none, err = slither.run_pipe(B, { 1, 2, 3, 4 })
+    assert.is_nil(none)
+    assert.are.equal("b", err.stage)
+    assert.truthy(err.message:find("batch_handler returned a list with a hole: result 2 of 4",
+      1, true), err.message)
   end)
 
   it("lets go of its input and outputs when a run ends, compiled or not", function()
