@@ -479,9 +479,21 @@ local function new_run(pipe, input, opts, outputs)
               failed(it, stage_error(st.name, "stage_error",
                 "a cardinality = \"many\" handler must return a list", it))
             else
-              for _, v in ipairs(res) do
-                n = n + 1
-                out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
+              -- every element becomes an item: a nil among them would cut the
+              -- list short without a word
+              local m, hole = table.maxn(res), nil
+              for k = 1, m do
+                if res[k] == nil then hole = k break end
+              end
+              if hole then
+                failed(it, stage_error(st.name, "stage_error", string.format("a cardinality " ..
+                  "= \"many\" handler returned a list with a hole: element %d of %d is nil",
+                  hole, m), it))
+              else
+                for k = 1, m do
+                  n = n + 1
+                  out[n] = item_mod.wrap(res[k], setmetatable({}, { __index = it.meta }))
+                end
               end
             end
           end

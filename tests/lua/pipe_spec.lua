@@ -177,6 +177,14 @@ describe("slither.pipe", function()
     assert.are.equal("b", err.stage)
     assert.truthy(err.message:find("batch_handler returned a list with a hole: result 2 of 4",
       1, true), err.message)
+    -- and so does a cardinality = "many" handler's
+    local Many = slither.pipe("holed_many", function(p)
+      p:stage("m", "lua", { cardinality = "many", handler = function() return { 1, nil, 3 } end })
+    end)
+    none, err = slither.run_pipe(Many, { 1 })
+    assert.is_nil(none)
+    assert.truthy(err.message:find("returned a list with a hole: element 2 of 3 is nil", 1, true),
+      err.message)
   end)
 
   it("lets go of its input and outputs when a run ends, compiled or not", function()
