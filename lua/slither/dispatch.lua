@@ -195,12 +195,16 @@ local function make_source(fname, src)
     return function()
       if held == nil then return nil end
       local v = held()
-      if v == nil or v == AGAIN then return v end
+      -- an iterator is not called again once it said nil (a coroutine.wrap
+      -- source would raise "cannot resume dead coroutine"), whoever asks again:
+      -- a strategy's next batch, a stream's next fill
+      if v == nil then held = nil return nil end
+      if v == AGAIN then return v end
       return coerce(v)
     end, drop
   end
   if type(src) == "table" then
-    local i, n = 0, #src
+    local i, n = 0, item_mod.length(src, fname, 4)
     return function()
       if i >= n or held == nil then return nil end
       i = i + 1
@@ -265,8 +269,11 @@ end
 
 -- One group per key: a key's batch fills to batch_size, and every batch of a key
 -- carries the key's session, so its items stay with one worker. Buffered items
--- are bounded: past the bound, the oldest key's batch goes out early.
-local function key_batches(next_item, o, run_session)
+-- are bounded: past the bound, the oldest key's batch goes out early. held()
+-- gives the finished items that wait for an earlier one (a stream under
+-- "preserve"): they count against the bound too, or a rare key would hold its
+-- one item back while the results of every other key pile up behind it.
+local function key_batches(next_item, o, run_session, held)
   local buffers, order, buffered, done = {}, {}, 0, false
   local size, kfn = o.batch_size, o.key_fn
   local bound = size * math.max(4, o.max_in_flight * 2)
@@ -282,6 +289,9 @@ local function key_batches(next_item, o, run_session)
     return b
   end
   return function()
+    -- the oldest key holds the oldest buffered item, which may be what the
+    -- held results wait for
+    if order[1] ~= nil and buffered + held() > bound then return take(order[1]) end
     while not done do
       local it = next_item()
       if it == nil then done = true break end
@@ -297,7 +307,7 @@ local function key_batches(next_item, o, run_session)
       b[#b + 1] = it
       buffered = buffered + 1
       if #b >= size then return take(key) end
-      if buffered > bound then
+      if buffered + held() > bound then
         -- the key that has waited longest holds the oldest item: sending it
         -- first lets "preserve" hand results on instead of holding them
         return take(order[1])
@@ -341,6 +351,10 @@ local function new_run(fname, source, opts)
   if self.by_seq then
     local raw, seq = next_item, 0
     self.seq_of, self.done_seq, self.next_seq = {}, {}, 1
+    -- finished items waiting for an earlier one; a stream stops launching when
+    -- there are hold_limit of them and a batch is still out
+    self.held_n = 0
+    self.hold_limit = o.batch_size * math.max(4, o.max_in_flight * 2)
     local seq_of = self.seq_of
     next_item = function()
       local it = raw()
@@ -352,9 +366,13 @@ local function new_run(fname, source, opts)
     end
   end
   if type(o.strategy) == "function" then
+    -- strategy(next_item, opts) -> next_batch, called once per run; next_batch()
+    -- -> a non-empty list of items, nil at the end, or AGAIN (README: Dispatch)
     local it = o.strategy(next_item, o)
     if type(it) ~= "function" then
-      error(fname .. ": a strategy function must return a batch iterator, got " .. type(it), 3)
+      error(fname .. ": a strategy function must return a batch iterator, got " .. type(it) ..
+        " (strategy(next_item, opts) is called once and returns a function that gives " ..
+        "the next batch, a list of items, or nil at the end)", 3)
     end
     self.next_batch = function()
       local b = it()
@@ -362,13 +380,29 @@ local function new_run(fname, source, opts)
       if b ~= nil and type(b) ~= "table" then
         error("dispatch: the strategy returned a " .. type(b) .. " instead of a batch", 0)
       end
-      if b then for i = 1, #b do b[i] = coerce(b[i]) end end
+      if b then
+        if b[1] == nil then
+          error("dispatch: the strategy returned an empty batch (return nil at the end)", 0)
+        end
+        for i = 1, #b do
+          local x = b[i]
+          if x == AGAIN then
+            -- AGAIN is not an item: sent on, it would reach the executor
+            error("dispatch: the strategy put dispatch.AGAIN in a batch (inside a pipe " ..
+              "next_item() answers AGAIN when no item is ready: end the batch there, or " ..
+              "return AGAIN when it is empty)", 0)
+          end
+          b[i] = coerce(x)
+        end
+      end
       return b
     end
   elseif o.strategy == "weighted" then
     self.next_batch = weighted_batches(next_item, o)
   elseif o.strategy == "key" then
-    self.next_batch = key_batches(next_item, o, self.session)
+    self.next_batch = key_batches(next_item, o, self.session, function()
+      return self.queued and self.held_n or 0 -- run() keeps every result anyway
+    end)
   else
     self.next_batch = fixed_batches(next_item, o)
   end
@@ -408,16 +442,24 @@ end
 
 local listening = telemetry.listening
 
+-- A run that belongs to a pipe stage carries run.labels = { pipe, stage, run_id },
+-- set by the pipe, and its batch events say so.
+local function batch_md(b, info, err)
+  local run, lb = b.run, b.run.labels
+  return {
+    batch_index = b.index, worker = info and info.worker, session = b.session,
+    strategy = run.strategy_name, kind = err and err.kind, error = err,
+    pipe = lb and lb.pipe, stage = lb and lb.stage, run_id = lb and lb.run_id,
+  }
+end
+
 local function emit_event(name, b, info, err, dur)
   if not listening(name) then return end
   telemetry.execute(name, {
     duration_ms = dur, queue_wait_ms = info and info.queued_ms, items = #b.items,
     bytes_out = info and info.bytes_out, bytes_in = info and info.bytes_in,
     attempt = b.attempt,
-  }, {
-    batch_index = b.index, worker = info and info.worker, session = b.session,
-    strategy = b.run.strategy_name, kind = err and err.kind, error = err,
-  })
+  }, batch_md(b, info, err))
 end
 
 local finish_batch, launch
@@ -494,14 +536,14 @@ local function on_result(b, ok, err, info)
   elseif type(final) == "table" and final.route then
     b.own = false
     local rok, res = pcall(final.route, b.items, err)
-    if rok and type(res) == "table" and #res == #b.items then
+    local problem = rok and item_mod.results_problem(res, #b.items, "on_error.route",
+      "items of the batch")
+    if rok and not problem then
       for i, it in ipairs(b.items) do it.payload = res[i] end
       run.report.routed = run.report.routed + #b.items
       finish_batch(b)
     else
-      local e = rok and { kind = "result_mismatch",
-        message = "on_error.route returned " .. (type(res) == "table" and (#res .. " results")
-          or type(res)) .. " for a batch of " .. #b.items }
+      local e = rok and { kind = "result_mismatch", message = problem }
         or { kind = "route_error", message = tostring(res) }
       run.halted = true
       run.err = run.err or e
@@ -521,7 +563,7 @@ function launch(b)
   b.t0 = core.now()
   if listening("slither.dispatch.batch.start") then
     telemetry.execute("slither.dispatch.batch.start", { items = #b.items, attempt = b.attempt },
-      { batch_index = b.index, session = b.session, strategy = run.strategy_name })
+      batch_md(b, nil, nil))
   end
   if o.executor == "python" then
     local handle = o.pool.handle
@@ -543,12 +585,11 @@ function launch(b)
       local ctx = { batch_index = b.index, attempt = b.attempt, session = b.session,
                     metadata = o.metadata }
       local ok, res = pcall(o.executor, payloads, ctx)
+      local problem = ok and item_mod.results_problem(res, #b.items, "executor", "payloads")
       if not ok then
         on_result(b, nil, { kind = "executor", message = tostring(res) }, nil)
-      elseif type(res) ~= "table" or #res ~= #b.items then
-        on_result(b, nil, { kind = "result_mismatch", message = "executor returned " ..
-          (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
-          #b.items .. " payloads" }, nil)
+      elseif problem then
+        on_result(b, nil, { kind = "result_mismatch", message = problem }, nil)
       else
         for i, it in ipairs(b.items) do it.payload = res[i] end
         on_result(b, true, nil, nil)
@@ -594,13 +635,14 @@ function Run:deliver_by_seq(items)
     done[seq_of[it]] = it
     seq_of[it] = nil
   end
-  local n = self.next_seq
+  local n, first = self.next_seq, self.next_seq
   while done[n] do
     self:deliver({ items = { done[n] } })
     done[n] = nil
     n = n + 1
   end
   self.next_seq = n
+  self.held_n = self.held_n + #items - (n - first)
 end
 
 function Run:deliver(b)
@@ -632,11 +674,24 @@ end
 -- batch that finished before an earlier one is held until that one is done, and
 -- held batches count against max_in_flight: one slow batch cannot let the others
 -- run ahead and pile up results without bound.
+-- A stream also stops launching once results wait for its consumer. With the
+-- python executor a batch cannot finish inside launch(), so the in-flight bound
+-- alone holds; an executor that completes at once (a Lua function that does not
+-- yield, a C executor) finishes each batch before launch() returns, inflight is
+-- back to 0 and, without this check, the loop would pull the whole source.
 function Run:fill()
   local max = self.o.max_in_flight
   local index_order = self.o.ordering == "preserve" and not self.by_seq
+  local queued = self.queued
+  -- key and custom strategies under "preserve" hold finished items back one by
+  -- one: past hold_limit of them a stream waits for the batches still out (one
+  -- of them may hold what the others wait for); with none out it launches, and
+  -- the key strategy sends first the key that holds the oldest buffered item
+  local by_seq_bound = queued and self.by_seq
   while not self.halted and not self.closed and not self.exhausted and
-      self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) do
+      self.inflight < max and (not index_order or self.launched - self.next_emit + 1 < max) and
+      (not queued or queued() == 0) and
+      (not by_seq_bound or self.held_n < self.hold_limit or self.inflight == 0) do
     local b = self.next_batch()
     if b == nil then
       self.exhausted = true
@@ -738,7 +793,7 @@ function M.call_batch(batch, opts)
   end
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
-  o.batch_size = math.max(1, #batch)
+  o.batch_size = math.max(1, item_mod.length(batch, "slither.dispatch.call_batch", 2))
   o.strategy = "fixed"
   return M.run(batch, o)
 end

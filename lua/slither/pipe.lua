@@ -47,11 +47,34 @@ local Builder = {}
 Builder.__index = Builder
 
 local KINDS = { lua = true, python = true, router = true }
-local LUA_OPTS = { handler = true, batch_handler = true, cardinality = true, batch_size = true }
-local ROUTER_OPTS = { routes = true }
+local LUA_OPTS = { handler = true, batch_handler = true, cardinality = true, batch_size = true,
+                   on_error = true }
+local ROUTER_OPTS = { routes = true, on_error = true }
 
 local function bad(pipe, fmt, ...)
   error("slither.pipe '" .. pipe .. "': " .. string.format(fmt, ...), 4)
+end
+
+local function check_policy(pipe, stage, p)
+  if p == "halt" or p == "skip" or p == "isolate" then return end
+  if type(p) == "table" then
+    if p.route ~= nil then
+      if type(p.route) ~= "string" then
+        bad(pipe, "on_error for '%s': route names an output, got %s", stage, type(p.route))
+      end
+      return
+    end
+    if p.retry then
+      local fb = p.fallback
+      if fb == nil then return end
+      if type(fb) == "table" and fb.retry then
+        bad(pipe, "on_error for '%s': a fallback cannot retry again", stage)
+      end
+      return check_policy(pipe, stage, fb)
+    end
+  end
+  bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", \"isolate\", { route = \"output\" } " ..
+    "or { retry = {...}, fallback = ... }", stage)
 end
 
 function Builder:store(def)
@@ -86,18 +109,30 @@ function Builder:stage(name, kind, opts)
       bad(self.name, "lua stage '%s': cardinality must be \"one\" or \"many\"", name)
     end
   elseif kind == "python" then
-    if type(opts.module) ~= "string" then bad(self.name, "python stage '%s' needs a module", name) end
-    if type(opts["function"]) ~= "string" then
-      bad(self.name, "python stage '%s' needs a function", name)
-    end
-    if opts.on_error ~= nil then
-      bad(self.name, "python stage '%s': set its error policy with p:on_error", name)
+    -- a dispatch stage: its batches go to a pool, or, as in dispatch, to an
+    -- executor function fn(payloads, ctx) -> results
+    local lua_executor = type(opts.executor) == "function"
+    if not lua_executor then
+      if opts.executor ~= nil and opts.executor ~= "python" then
+        bad(self.name, "python stage '%s': option 'executor' must be \"python\" or a function",
+          name)
+      end
+      if type(opts.module) ~= "string" then
+        bad(self.name, "python stage '%s' needs a module (or an executor function)", name)
+      end
+      if type(opts["function"]) ~= "string" then
+        bad(self.name, "python stage '%s' needs a function", name)
+      end
     end
     -- every other option is a dispatch option: check them now, by name and type
+    -- (a pool need not run yet: the python executor's own checks wait for the run)
     local probe = {}
     for k, v in pairs(opts) do probe[k] = v end
-    probe.pool, probe.executor = nil, function() end
-    probe.module, probe["function"] = nil, nil
+    probe.on_error = nil -- a pipe policy, checked below
+    if not lua_executor then
+      probe.pool, probe.executor = nil, function() end
+      probe.module, probe["function"] = nil, nil
+    end
     local ok, e = pcall(dispatch._check_options, "stage '" .. name .. "'", probe)
     if not ok then bad(self.name, "%s", tostring(e):gsub("^.-stage '", "stage '")) end
   else
@@ -114,6 +149,15 @@ function Builder:stage(name, kind, opts)
       end
     end
   end
+  -- on_error as a stage option is the stage's p:on_error
+  if opts.on_error ~= nil then
+    check_policy(self.name, name, opts.on_error)
+    if self.policies[name] ~= nil then
+      bad(self.name, "stage '%s' has an error policy twice (its on_error option and p:on_error)",
+        name)
+    end
+    self.policies[name] = opts.on_error
+  end
   self.stages[#self.stages + 1] = st
   self.by_name[name] = st
 end
@@ -128,22 +172,11 @@ function Builder:output(name)
   self.output_list[#self.output_list + 1] = name
 end
 
-local function check_policy(pipe, stage, p)
-  if p == "halt" or p == "skip" then return end
-  if type(p) == "table" then
-    if p.route ~= nil then
-      if type(p.route) ~= "string" then
-        bad(pipe, "on_error for '%s': route names an output, got %s", stage, type(p.route))
-      end
-      return
-    end
-    if p.retry then return end
-  end
-  bad(pipe, "on_error for '%s' must be \"halt\", \"skip\", { route = \"output\" } or " ..
-    "{ retry = {...}, fallback = ... }", stage)
-end
-
 function Builder:on_error(stage, policy)
+  if stage ~= "*" and self.by_name[stage] and self.by_name[stage].opts.on_error ~= nil then
+    bad(self.name, "stage '%s' has an error policy twice (its on_error option and p:on_error)",
+      stage)
+  end
   if stage ~= "*" and not self.by_name[stage] then
     -- stages may be declared later: checked when the pipe is complete
     self.pending_errors[#self.pending_errors + 1] = stage
@@ -234,6 +267,7 @@ local function new_run(pipe, input, opts, outputs)
   if not list and type(input) ~= "function" and not (type(mt) == "table" and mt.__call) then
     error("slither.run_pipe: input must be a list or an iterator, got " .. type(input), 3)
   end
+  local input_n = list and item_mod.length(input, "slither.run_pipe", 3) -- before any work
   run_seq = run_seq + 1
   local r = {
     pipe = pipe,
@@ -326,6 +360,11 @@ local function new_run(pipe, input, opts, outputs)
     r.failed_routed[out] = (r.failed_routed[out] or 0) + 1
     sink(out_index[out], it)
   end
+  -- items a stage dropped for an error ("skip", "isolate"), for the report
+  r.failed = {}
+  local function dropped(stage, it, err)
+    r.failed[#r.failed + 1] = { stage = stage, item = it, error = err }
+  end
 
   -- The chain passes lists of items ("chunks"), so each stage pays per chunk and
   -- its per-item work is a tight loop. Every stage function returns a non-empty
@@ -349,7 +388,7 @@ local function new_run(pipe, input, opts, outputs)
     src_end(0)
   end
   if list then
-    local i, n = 0, #input
+    local i, n = 0, input_n
     src = function()
       if i >= n then return nil end
       local xs, k = held, 0
@@ -390,12 +429,20 @@ local function new_run(pipe, input, opts, outputs)
     local policy = policy_of(pipe, st.name)
     local last = idx == #pipe.stages
     local prev = up
+    -- An item failed in this stage: routed, dropped (skip, isolate: a stage that
+    -- works item by item has nothing more to isolate) and listed in the report,
+    -- or the run halts.
+    -- A retry policy retries Python stages only: elsewhere its fallback applies.
+    local item_policy = policy
+    if type(policy) == "table" and policy.retry then item_policy = policy.fallback or "halt" end
     local function failed(it, err)
       c.failed = c.failed + 1
-      if type(policy) == "table" and policy.route then
+      if type(item_policy) == "table" and item_policy.route then
         it.meta.error = err
-        route_failed(policy.route, it)
-      elseif policy ~= "skip" then
+        route_failed(item_policy.route, it)
+      elseif item_policy == "skip" or item_policy == "isolate" then
+        dropped(st.name, it, err)
+      else
         halt(err)
       end
     end
@@ -432,9 +479,21 @@ local function new_run(pipe, input, opts, outputs)
               failed(it, stage_error(st.name, "stage_error",
                 "a cardinality = \"many\" handler must return a list", it))
             else
-              for _, v in ipairs(res) do
-                n = n + 1
-                out[n] = item_mod.wrap(v, setmetatable({}, { __index = it.meta }))
+              -- every element becomes an item: a nil among them would cut the
+              -- list short without a word
+              local m, hole = table.maxn(res), nil
+              for k = 1, m do
+                if res[k] == nil then hole = k break end
+              end
+              if hole then
+                failed(it, stage_error(st.name, "stage_error", string.format("a cardinality " ..
+                  "= \"many\" handler returned a list with a hole: element %d of %d is nil",
+                  hole, m), it))
+              else
+                for k = 1, m do
+                  n = n + 1
+                  out[n] = item_mod.wrap(res[k], setmetatable({}, { __index = it.meta }))
+                end
               end
             end
           end
@@ -473,15 +532,14 @@ local function new_run(pipe, input, opts, outputs)
           end
           buf, bn = rest, math.max(0, bn - size)
           c["in"] = c["in"] + #batch
-          local ok, res = pcall(bh, batch, ctx)
           local out, n = {}, 0
-          if not ok or type(res) ~= "table" or #res ~= #batch then
-            local msg = not ok and tostring(res) or ("batch_handler returned " ..
-              (type(res) == "table" and (#res .. " results") or type(res)) .. " for " ..
-              #batch .. " items")
-            for _, it in ipairs(batch) do failed(it, stage_error(st.name, "stage_error", msg, it)) end
-          else
-            for i, it in ipairs(batch) do
+          -- nil when the batch is done, else the message its failure gets
+          local function call(items)
+            local ok, res = pcall(bh, items, ctx)
+            if not ok then return tostring(res) end
+            local problem = item_mod.results_problem(res, #items, "batch_handler", "items")
+            if problem then return problem end
+            for i, it in ipairs(items) do
               local v = res[i]
               if getmetatable(v) == Skip then
                 c.skipped = c.skipped + 1
@@ -492,6 +550,17 @@ local function new_run(pipe, input, opts, outputs)
               end
             end
           end
+          local msg = call(batch)
+          if msg and item_policy == "isolate" and #batch > 1 then
+            -- as dispatch does: the items go again one by one, and only those
+            -- that fail alone fail
+            for _, it in ipairs(batch) do
+              local m = call({ it })
+              if m then failed(it, stage_error(st.name, "stage_error", m, it)) end
+            end
+          elseif msg then
+            for _, it in ipairs(batch) do failed(it, stage_error(st.name, "stage_error", msg, it)) end
+          end
           c.out = c.out + n
           if n > 0 then return out end
           if side_full() then return AGAIN end
@@ -501,6 +570,7 @@ local function new_run(pipe, input, opts, outputs)
       local o = {}
       for k, v in pairs(st.opts) do o[k] = v end
       o.session = o.session or r.session
+      o.metadata = o.metadata or r.metadata -- what an executor function sees in ctx
       if type(policy) == "table" and policy.route then
         o.on_error = "skip"
       elseif type(policy) == "table" and policy.retry then
@@ -525,6 +595,7 @@ local function new_run(pipe, input, opts, outputs)
       end
       local ok, s = pcall(dispatch.stream, item_source, o)
       if not ok then error(s, 0) end
+      s.run.labels = { pipe = pipe.name, stage = st.name, run_id = r.id } -- for batch events
       local upstream = r.streams[#r.streams]
       if upstream then
         local busy = false
@@ -537,13 +608,18 @@ local function new_run(pipe, input, opts, outputs)
         end
       end
       r.streams[#r.streams + 1] = s
-      local pool = o.pool or "default"
-      r.pools[type(pool) == "table" and pool.name or pool] = true
+      if type(o.executor) ~= "function" then
+        local pool = o.pool or "default"
+        r.pools[type(pool) == "table" and pool.name or pool] = true
+      end
       local rep = s:report()
       c.retries = 0 -- batches sent again by a retry policy
       local seen_failed = 0
       local route = type(policy) == "table" and (policy.route or
         (type(policy.fallback) == "table" and policy.fallback.route))
+      -- items failed under a halt are the error's, not dropped ones
+      local final = type(policy) == "table" and policy.retry and policy.fallback or policy
+      local drops_failed = final == "skip" or final == "isolate"
       up = function()
         local ok2, chunk = pcall(s.next_chunk)
         -- failures and retries so far: counted before a halt is passed on too
@@ -555,6 +631,8 @@ local function new_run(pipe, input, opts, outputs)
           if route then
             f.item.meta.error = f.error
             route_failed(route, f.item)
+          elseif drops_failed then
+            dropped(st.name, f.item, f.error)
           end
         end
         c.retries = rep.retries
@@ -710,7 +788,8 @@ local function new_run(pipe, input, opts, outputs)
     end
     for out, n in pairs(r.failed_routed) do routing[out] = (routing[out] or 0) + n end
     if r.default_n > 0 then routing.default = (routing.default or 0) + r.default_n end
-    return { run_id = r.id, session = r.session, stages = stages, routing = routing }
+    return { run_id = r.id, session = r.session, stages = stages, routing = routing,
+             failed = r.failed }
   end
   return r
 end

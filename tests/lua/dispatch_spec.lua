@@ -298,6 +298,258 @@ describe("slither.dispatch", function()
     assert.is_true(max >= 2, "observed only " .. max .. " batch at a time")
   end)
 
+  -- A counting source of n items: pulls() says how many were taken.
+  local function counting(n)
+    local i = 0
+    return function()
+      if i >= n then return nil end
+      i = i + 1
+      return i
+    end, function() return i end
+  end
+
+  -- #11 item 2: an executor that completes at once finished each batch inside
+  -- launch(), so the in-flight bound never bit and the stream pulled its whole
+  -- source before the consumer took its 5th result.
+  it("bounds what a stream pulls for every executor, one that completes at once too (#11)",
+  function()
+    H.pool{ name = "default", size = 1 }
+    local executors = {
+      lua = function(p) return p end,
+      lua_yielding = function(p) slither.sleep(1) return p end,
+      -- what slither.executors.NAME (a C executor) is to dispatch: a function
+      -- that returns without yielding
+      c_like = function(p) local out = {} for i, v in ipairs(p) do out[i] = v end return out end,
+      python = "python",
+    }
+    for name, ex in pairs(executors) do
+      for _, shape in ipairs({ { 2, 1 }, { 4, 3 } }) do
+        local size, window = shape[1], shape[2]
+        local src, pulls = counting(100000)
+        local opts = { batch_size = size, max_in_flight = window }
+        if ex == "python" then
+          opts.module, opts["function"] = M, "double"
+        else
+          opts.executor = ex
+        end
+        local s = dispatch.stream(src, opts)
+        for k = 1, 5 do
+          local it = s.next()
+          assert.is_not_nil(it)
+          assert.are.equal(ex == "python" and 2 * k or k, it.payload)
+          -- consumed, a batch of results handed out, and the window's batches
+          local bound = k + size + size * window
+          assert.is_true(pulls() <= bound, string.format("%s (batch_size %d, max_in_flight %d) " ..
+            "pulled %d items by result %d (bound %d)", name, size, window, pulls(), k, bound))
+        end
+        s:close()
+      end
+    end
+    -- a stream of an executor that completes at once still hands on every item, in order
+    local src = counting(1000)
+    local got = 0
+    for it in dispatch.stream(src, { executor = function(p) return p end, batch_size = 7,
+                                     max_in_flight = 3 }).next do
+      got = got + 1
+      assert.are.equal(got, it.payload)
+    end
+    assert.are.equal(1000, got)
+  end)
+
+  -- Found with #11 item 2: under "preserve" a key strategy holds finished items
+  -- back until the earlier ones are done; a rare key's one item waited in its
+  -- buffer while every other key's results piled up: the whole source was read
+  -- before the first result came out.
+  it("bounds what a key-strategy stream holds for a rare key's item (#11)", function()
+    H.pool{ name = "default", size = 1 }
+    for _, ex in ipairs({ "lua", "python" }) do
+      local n = 20000
+      local i = 0
+      local src = function()
+        if i >= n then return nil end
+        i = i + 1
+        return { k = i == 1 and "rare" or "common", i = i }
+      end
+      local opts = { strategy = "key", key_fn = function(it) return it.payload.k end,
+                     batch_size = 4, max_in_flight = 2 }
+      if ex == "python" then
+        opts.module, opts["function"] = M, "key_view"
+      else
+        opts.executor = function(p)
+          local out = {}
+          for j, v in ipairs(p) do out[j] = { v.k, 0, #p } end
+          return out
+        end
+      end
+      local s = dispatch.stream(src, opts)
+      -- the held results, a key's buffer and the batches out: a few times
+      -- batch_size * max(4, 2 * max_in_flight) = 16
+      for k = 1, 5 do
+        local it = s.next()
+        assert.are.equal(k == 1 and "rare" or "common", it.payload[1])
+        assert.is_true(i <= 64, ex .. ": pulled " .. i .. " items by result " .. k)
+      end
+      local got = 5
+      for _ in s.next do got = got + 1 end
+      assert.are.equal(n, got)
+    end
+  end)
+
+  it("keeps run's batches within max_in_flight with a Lua executor (#11)", function()
+    -- run collects every result, so it pulls the whole source in the end; while
+    -- it runs, input is taken only as batches may be launched
+    for _, yielding in ipairs({ false, true }) do
+      local src, pulls = counting(200)
+      local running, done, worst = 0, 0, 0
+      local res = dispatch.run(src, { batch_size = 3, max_in_flight = 2, executor = function(p)
+        running = running + 1
+        worst = math.max(worst, running)
+        assert(pulls() <= (done + 2) * 3, "pulled " .. pulls() .. " with " .. done .. " done")
+        if yielding then slither.sleep(1) end
+        running = running - 1
+        done = done + 1
+        return p
+      end })
+      assert.are.equal(200, #res)
+      assert.is_true(worst <= 2, "ran " .. worst .. " batches at once")
+      if yielding then assert.are.equal(2, worst) end
+    end
+  end)
+
+  -- #11 item 13: the README gave a strategy signature that raised "must return a
+  -- batch iterator"; scripts/custom_strategy.lua is the example it now points to
+  it("runs scripts/custom_strategy.lua, the README's strategy example, with every check OK (#11)",
+  function()
+    -- the binary of this build: LUA_CPATH holds <build>/lua/?.so
+    local build = package.cpath:match("([^;]+)/lua/%?%.so")
+    local bin = build and build .. "/slither"
+    assert(bin and io.open(bin), "no slither binary next to the Lua modules in " .. package.cpath)
+    local f = assert(io.popen(bin .. " scripts/custom_strategy.lua 2>&1; echo \"status=$?\""))
+    local out = f:read("*a")
+    f:close()
+    assert.truthy(out:find("status=0", 1, true), out)
+    assert.is_nil(out:find("MISMATCH", 1, true), out)
+    local oks = 0
+    for _ in out:gmatch("%[OK%]") do oks = oks + 1 end
+    assert.are.equal(5, oks, out)
+    assert.truthy(out:find("all checks passed", 1, true), out)
+  end)
+
+  it("says what a strategy function must return when it returns something else (#11)",
+  function()
+    local ex = function(p) return p end
+    -- the README's old signature taken literally: a batch instead of an iterator
+    local ok, e = pcall(dispatch.run, { 1, 2, 3 }, { executor = ex, strategy = function(next_item)
+      return { next_item() }
+    end })
+    assert.is_false(ok)
+    assert.truthy(e:find("must return a batch iterator, got table (strategy(next_item, opts) " ..
+      "is called once and returns a function", 1, true), e)
+    ok, e = pcall(dispatch.run, { 1 }, { executor = ex, strategy = function()
+      return function() return {} end
+    end })
+    assert.is_false(ok)
+    assert.truthy(e:find("the strategy returned an empty batch", 1, true), e)
+    -- AGAIN (a pipe's "no item yet") put in a batch is refused, not sent on
+    local n = 0
+    local src = function()
+      n = n + 1
+      if n == 2 then return dispatch.AGAIN end
+      if n <= 4 then return n end
+    end
+    local s = dispatch.stream(src, { executor = ex, strategy = function(next_item)
+      return function()
+        local a = next_item()
+        if a == nil then return nil end
+        return { a, next_item() }
+      end
+    end })
+    ok, e = pcall(s.next)
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("the strategy put dispatch.AGAIN in a batch", 1, true), e)
+  end)
+
+  it("never calls an iterator source again once it returned nil", function()
+    local ex = function(p) return p end
+    for _, size in ipairs({ 1, 2, 3, 4 }) do
+      local src = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+      local res = dispatch.run(src, { executor = ex, batch_size = size })
+      assert.are.same({ 1, 2, 3 }, payloads(res))
+      local calls, i = 0, 0
+      local got = {}
+      for it in dispatch.stream(function()
+        calls = calls + 1
+        assert(calls <= 4, "called again after nil")
+        i = i + 1
+        if i <= 3 then return i end
+      end, { executor = ex, batch_size = size }).next do got[#got + 1] = it.payload end
+      assert.are.same({ 1, 2, 3 }, got)
+    end
+  end)
+
+  -- #12 item 9: dispatch.run({ 1, nil, 3 }) returned one result and reported success
+  it("refuses an input list with a hole, naming it, or honours its n (#12)", function()
+    local ex = function(p) return p end
+    local function holed(how)
+      if how == "short" then return { 1, nil, 3 } end -- # stops at 1 here
+      local t = { 1, 2, 3, 4 }
+      t[2] = nil -- # still says 4
+      return t
+    end
+    local function refused(fn, ...)
+      local ok, e = pcall(fn, ...)
+      assert.is_false(ok, "accepted a list with a hole")
+      assert.truthy(tostring(e):find("the input list has a hole: item 2", 1, true), e)
+      return e
+    end
+    for _, how in ipairs({ "short", "long" }) do
+      local e = refused(dispatch.run, holed(how), { executor = ex })
+      assert.truthy(e:find("slither.dispatch.run", 1, true), e)
+      refused(dispatch.stream, holed(how), { executor = ex })
+      refused(dispatch.call_batch, holed(how), { executor = ex })
+      refused(slither.item.wrap_many, holed(how))
+    end
+    -- with n, the list says its own length: n items, and a nil among them is refused
+    local res = dispatch.run({ n = 2, 1, 2, 3 }, { executor = ex })
+    assert.are.same({ 1, 2 }, payloads(res))
+    local ok, e = pcall(dispatch.run, { n = 3, 1, 2 }, { executor = ex })
+    assert.is_false(ok)
+    assert.truthy(e:find("item 3 of 3 is nil", 1, true), e)
+    ok, e = pcall(dispatch.run, { n = "3", 1 }, { executor = ex })
+    assert.is_false(ok)
+    assert.truthy(e:find("n must be an integer >= 0", 1, true), e)
+    -- a null payload travels as slither.null
+    res = dispatch.run({ 1, slither.null, 3 }, { executor = ex })
+    assert.are.equal(3, #res)
+    assert.are.equal(slither.null, res[2].payload)
+  end)
+
+  -- found with #12 item 9: a Lua executor's (or a route function's) result list
+  -- with a hole that # counted past gave an item a nil payload, and success
+  it("treats a result list with a hole as result_mismatch, naming the hole (#12)", function()
+    local function holed()
+      local t = { 10, 20, 30, 40 }
+      t[2] = nil -- # still says 4
+      return t
+    end
+    local res, err = dispatch.run({ 1, 2, 3, 4 }, { executor = holed, batch_size = 4 })
+    assert.is_nil(res)
+    assert.are.equal("result_mismatch", err.kind)
+    assert.truthy(err.message:find("executor returned a list with a hole: result 2 of 4 is nil",
+      1, true), err.message)
+    res, err = dispatch.run({ 1, 2, 3, 4 }, { batch_size = 4,
+      executor = function() error("down") end, on_error = { route = holed } })
+    assert.is_nil(res)
+    assert.are.equal("result_mismatch", err.kind)
+    assert.truthy(err.message:find("on_error.route returned a list with a hole", 1, true),
+      err.message)
+    -- too many and too few are still counted
+    res, err = dispatch.run({ 1, 2 }, { executor = function() return { 1, 2, 3 } end })
+    assert.truthy(err.message:find("executor returned 3 results for 2 payloads", 1, true))
+    res, err = dispatch.run({ 1, 2 }, { executor = function() return { 1 } end })
+    assert.truthy(err.message:find("executor returned 1 results for 2 payloads", 1, true))
+  end)
+
   it("runs a Lua executor and one pre-built batch with call_batch", function()
     local res, rep = dispatch.run(range(10), {
       executor = function(p, ctx)

@@ -95,7 +95,12 @@ describe("slither.pipe", function()
     assert.truthy(msg(function(p) p:stage("h", "lua", {}) end)
       :find("lua stage 'h' needs a handler", 1, true))
     assert.truthy(msg(function(p) p:stage("py", "python", { ["function"] = "f" }) end)
-      :find("python stage 'py' needs a module", 1, true))
+      :find("python stage 'py' needs a module (or an executor function)", 1, true))
+    assert.truthy(msg(function(p) p:stage("py", "python", { executor = "spark" }) end)
+      :find("option 'executor' must be \"python\" or a function", 1, true))
+    assert.truthy(msg(function(p)
+      p:stage("py", "python", { executor = function(x) return x end, module = "m" })
+    end):find("go with the python executor", 1, true))
     assert.truthy(msg(function(p)
       p:stage("py", "python", { module = "m", ["function"] = "f", batch_sise = 2 })
     end):find("unknown option 'batch_sise'", 1, true))
@@ -111,6 +116,75 @@ describe("slither.pipe", function()
       p:stage("a", "lua", { handler = print })
       p:output("default")
     end):find("output 'default' is always there", 1, true))
+  end)
+
+  -- #11 item 3: a python stage refused executor = fn ("needs a module"),
+  -- though dispatch takes one
+  it("runs a python stage through an executor function, as dispatch does (#11)", function()
+    local seen = {}
+    local P = slither.pipe("exec", function(p)
+      p:stage("prep", "lua", { handler = function(it) return it.payload + 1 end })
+      p:stage("py", "python", { batch_size = 4, max_in_flight = 2,
+        executor = function(payloads, ctx)
+          seen[#seen + 1] = { n = #payloads, session = ctx.session, tag = ctx.metadata.tag }
+          local out = {}
+          for i, v in ipairs(payloads) do out[i] = v * 10 end
+          return out
+        end })
+    end)
+    local out, rep = slither.run_pipe(P, range(10), { session = "s-exec",
+                                                      metadata = { tag = "t" } })
+    assert.are.same({ 20, 30, 40, 50, 60, 70, 80, 90, 100, 110 }, payloads(out.default))
+    assert.are.equal(10, rep.stages.py["in"])
+    assert.are.equal(10, rep.stages.py.out)
+    assert.are.same({ 4, 4, 2 }, { seen[1].n, seen[2].n, seen[3].n })
+    assert.are.equal("s-exec", seen[1].session)
+    assert.are.equal("t", seen[1].tag)
+    -- streamed too, and with no pool running at all
+    local got = {}
+    for name, it in slither.stream_pipe(P, range(3)).next do got[#got + 1] = name .. it.payload end
+    assert.are.same({ "default20", "default30", "default40" }, got)
+  end)
+
+  -- #12 item 9: a list input with a hole lost the items past it without a word
+  it("refuses a list input with a hole, naming it, before any work (#12)", function()
+    local ran = 0
+    local P = slither.pipe("holes", function(p)
+      p:stage("a", "lua", { handler = function(it) ran = ran + 1 return it.payload end })
+    end)
+    local long = { 1, 2, 3, 4 }
+    long[2] = nil
+    for _, input in ipairs({ { 1, nil, 3 }, long }) do
+      for _, fn in ipairs({ slither.run_pipe, slither.stream_pipe }) do
+        local ok, e = pcall(fn, P, input)
+        assert.is_false(ok)
+        assert.truthy(tostring(e):find("the input list has a hole: item 2", 1, true), e)
+      end
+    end
+    assert.are.equal(0, ran)
+    local out = slither.run_pipe(P, { n = 2, 5, 6, 7 })
+    assert.are.same({ 5, 6 }, payloads(out.default))
+    -- a batch handler's result list with a hole fails its batch, naming the hole
+    local B = slither.pipe("holed_results", function(p)
+      p:stage("b", "lua", { batch_size = 4, batch_handler = function()
+        local t = { 1, 2, 3, 4 }
+        t[2] = nil
+        return t
+      end })
+    end)
+    local none, err = slither.run_pipe(B, { 1, 2, 3, 4 })
+    assert.is_nil(none)
+    assert.are.equal("b", err.stage)
+    assert.truthy(err.message:find("batch_handler returned a list with a hole: result 2 of 4",
+      1, true), err.message)
+    -- and so does a cardinality = "many" handler's
+    local Many = slither.pipe("holed_many", function(p)
+      p:stage("m", "lua", { cardinality = "many", handler = function() return { 1, nil, 3 } end })
+    end)
+    none, err = slither.run_pipe(Many, { 1 })
+    assert.is_nil(none)
+    assert.truthy(err.message:find("returned a list with a hole: element 2 of 3 is nil", 1, true),
+      err.message)
   end)
 
   it("lets go of its input and outputs when a run ends, compiled or not", function()
@@ -157,6 +231,106 @@ describe("slither.pipe", function()
     for _, it in ipairs(out3.failed) do kinds[#kinds + 1] = it.meta.error.kind end
     table.sort(kinds)
     assert.are.same({ "python", "stage_error" }, kinds)
+  end)
+
+  -- #11 item 2: a stage whose executor completes at once pulled the whole input
+  it("bounds what a pipe pulls when a stage's executor completes at once (#11)", function()
+    local pulls, i = 0, 0
+    local src = function()
+      if i >= 100000 then return nil end
+      i = i + 1
+      pulls = pulls + 1
+      return i
+    end
+    local P = slither.pipe("bounded", function(p)
+      p:stage("a", "lua", { handler = function(it) return it.payload end })
+      p:stage("py", "python", { executor = function(x) return x end, batch_size = 2,
+                                max_in_flight = 1 })
+      p:stage("b", "lua", { handler = function(it) return it.payload + 1 end })
+    end)
+    local s = slither.stream_pipe(P, src)
+    for k = 1, 5 do
+      local out, it = s.next()
+      assert.are.equal("default", out)
+      assert.are.equal(k + 1, it.payload)
+    end
+    s.close()
+    -- the source is read a chunk (256 items) at a time
+    assert.is_true(pulls <= 256 + 4, "pulled " .. pulls)
+  end)
+
+  -- #11 item 4: "isolate" was refused in pipes, as a stage option and in p:on_error
+  it("isolates failing items in a pipe as dispatch does, only the bad ones fail (#11)",
+  function()
+    H.pool{ name = "default", size = 1 }
+    local input = { 1, 2, 3, 4, -5, 6, 7, 8, 9, 10 }
+    local function build(how)
+      return slither.pipe("isolating", function(p)
+        local opts = { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                       batch_size = 4 }
+        if how == "option" then opts.on_error = "isolate" end
+        p:stage("py", "python", opts)
+        if how == "p:on_error" then p:on_error("py", "isolate") end
+        if how == "*" then p:on_error("*", "isolate") end
+      end)
+    end
+    for _, how in ipairs({ "option", "p:on_error", "*" }) do
+      local out, rep = slither.run_pipe(build(how), input)
+      assert(out, how .. ": " .. tostring(rep and rep.message))
+      assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, payloads(out.default))
+      assert.are.equal(1, rep.stages.py.failed)
+      assert.are.equal(9, rep.stages.py.out)
+      assert.are.equal(1, #rep.failed)
+      assert.are.equal("py", rep.failed[1].stage)
+      assert.are.equal(-5, rep.failed[1].item.payload)
+      assert.are.equal("python", rep.failed[1].error.kind)
+      assert.truthy(rep.failed[1].error.message:find("negative -5", 1, true))
+    end
+    -- streamed: the same items come out
+    local got = {}
+    for _, it in slither.stream_pipe(build("option"), input).next do got[#got + 1] = it.payload end
+    assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, got)
+    -- a Lua batch handler: a failed batch goes again item by item
+    local calls = 0
+    local L = slither.pipe("isolating_lua", function(p)
+      p:stage("b", "lua", { batch_size = 4, on_error = "isolate", batch_handler = function(items)
+        calls = calls + 1
+        local out = {}
+        for i, it in ipairs(items) do
+          if it.payload < 0 then error("negative " .. it.payload) end
+          out[i] = it.payload * 2
+        end
+        return out
+      end })
+    end)
+    local out, rep = slither.run_pipe(L, input)
+    assert.are.same({ 2, 4, 6, 8, 12, 14, 16, 18, 20 }, payloads(out.default))
+    assert.are.equal(1, rep.stages.b.failed)
+    assert.are.equal(-5, rep.failed[1].item.payload)
+    assert.are.equal("b", rep.failed[1].error.stage)
+    assert.are.equal(3 + 4, calls) -- three batches, the failed one again item by item
+    -- skip lists what it dropped too; under halt the failure is the error's
+    local S = slither.pipe("skipping", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 4, on_error = "skip" })
+    end)
+    local _, srep = slither.run_pipe(S, input)
+    assert.are.equal(4, #srep.failed) -- the whole batch of -5
+    local H2 = slither.pipe("halting", function(p)
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 4 })
+    end)
+    local none, herr = slither.run_pipe(H2, input)
+    assert.is_nil(none)
+    assert.are.equal("python", herr.kind)
+    assert.are.equal(0, #herr.report.failed)
+    -- one policy per stage
+    local ok, e = pcall(slither.pipe, "twice", function(p)
+      p:stage("py", "python", { module = "m", ["function"] = "f", on_error = "skip" })
+      p:on_error("py", "isolate")
+    end)
+    assert.is_false(ok)
+    assert.truthy(e:find("stage 'py' has an error policy twice", 1, true))
   end)
 
   it("retries a Python stage by its retry policy, then falls back", function()
@@ -206,6 +380,36 @@ describe("slither.pipe", function()
     assert.are.equal("py", err3.stage)
     assert.are.equal(2, err3.report.stages.py.retries)
     assert.are.equal(2, err3.report.stages.py.failed)
+  end)
+
+  -- found with #11 item 4: a retry policy's fallback was ignored by Lua stages
+  -- (they halted) and never checked by the pipe
+  it("applies a retry policy's fallback to Lua stages, and checks it", function()
+    local P = slither.pipe("lua_fallback", function(p)
+      p:stage("a", "lua", { handler = function(it)
+        if it.payload == 2 then error("two") end
+        return it.payload
+      end })
+      p:stage("b", "lua", { batch_size = 2, batch_handler = function(items)
+        for _, it in ipairs(items) do if it.payload == 3 then error("three") end end
+        return { items[1].payload, items[2] and items[2].payload }
+      end })
+      p:output("bad")
+      p:on_error("a", { retry = { max_attempts = 2 }, fallback = { route = "bad" } })
+      p:on_error("b", { retry = { max_attempts = 2 }, fallback = "isolate" })
+    end)
+    local out, rep = slither.run_pipe(P, { 1, 2, 3, 4, 5 })
+    assert(out, rep and rep.message)
+    assert.are.same({ 1, 4, 5 }, payloads(out.default))
+    assert.are.same({ 2 }, payloads(out.bad))
+    assert.are.equal(1, #rep.failed)
+    assert.are.equal(3, rep.failed[1].item.payload)
+    local ok, e = pcall(slither.pipe, "bad_fallback", function(p)
+      p:stage("a", "lua", { handler = print })
+      p:on_error("a", { retry = {}, fallback = "ignore" })
+    end)
+    assert.is_false(ok)
+    assert.truthy(e:find("on_error for 'a' must be", 1, true), e)
   end)
 
   local function session_pipe(Store)

@@ -22,15 +22,17 @@ local CONTRACT = {
   ["slither.pool.call.exception"] = { m = { "duration_ms", "items", "queued_ms" },
     md = { "pool", "module", "function", "call_id", "kind", "message" },
     opt = { "worker", "pid", "session" } },
-  -- dispatch events inside a pipe also carry pipe and stage
+  -- dispatch events inside a pipe also carry pipe, stage and run_id
   ["slither.dispatch.batch.start"] = { m = { "items", "attempt" },
-    md = { "batch_index", "strategy" }, opt = { "session", "pipe", "stage" } },
+    md = { "batch_index", "strategy" }, opt = { "session", "pipe", "stage", "run_id" } },
   ["slither.dispatch.batch.stop"] = { m = { "duration_ms", "items", "attempt" },
     md = { "batch_index", "strategy" },
-    opt = { "session", "worker", "queue_wait_ms", "bytes_out", "bytes_in", "pipe", "stage" } },
+    opt = { "session", "worker", "queue_wait_ms", "bytes_out", "bytes_in", "pipe", "stage",
+            "run_id" } },
   ["slither.dispatch.batch.exception"] = { m = { "duration_ms", "items", "attempt" },
     md = { "batch_index", "strategy", "kind", "error" },
-    opt = { "session", "worker", "queue_wait_ms", "bytes_out", "bytes_in", "pipe", "stage" } },
+    opt = { "session", "worker", "queue_wait_ms", "bytes_out", "bytes_in", "pipe", "stage",
+            "run_id" } },
   ["slither.store.write"] = { m = { "count" }, md = { "store", "table", "operation" } },
   ["slither.store.reload.start"] = { m = {}, md = { "store" } },
   ["slither.store.reload.stop"] = { m = { "duration_ms" }, md = { "store", "ok" },
@@ -271,6 +273,46 @@ describe("telemetry contract (#11)", function()
     assert.are.equal("python", excs[1].md.kind)
     assert.are.equal("python", excs[1].md.error.kind)
     assert.truthy(excs[1].md.error.message:find("poison", 1, true))
+  end)
+
+  -- #11 item 8: a pipe stage's batch events did not say which pipe and stage
+  it("dispatch batch events of a pipe stage carry pipe, stage and run_id (#11)", function()
+    H.pool{ name = "default", size = 1 }
+    local P = slither.pipe("tbatch", function(p)
+      p:stage("prep", "lua", { handler = function(it) return it.payload end })
+      p:stage("py", "python", { module = "sl_pipe_mod", ["function"] = "fail_on_negative",
+                                batch_size = 2 })
+      p:stage("lua_exec", "python", { batch_size = 3, executor = function(x) return x end })
+      p:on_error("py", "isolate")
+    end)
+    local rep
+    local ev = recording("slither.dispatch.batch", function()
+      local out
+      out, rep = slither.run_pipe(P, { 1, 2, -3, 4 })
+      assert(out, rep and rep.message)
+    end)
+    local stages = {}
+    for _, e in ipairs(ev) do
+      assert.are.equal("tbatch", e.md.pipe, e.name)
+      assert.are.equal(rep.run_id, e.md.run_id, e.name)
+      stages[e.md.stage] = (stages[e.md.stage] or 0) + 1
+    end
+    -- py: 2 batches, the failed one split in two: 4 starts, 2 stops, 2 exceptions
+    assert.are.equal(8, stages.py)
+    assert.are.equal(2, stages.lua_exec) -- 3 items left, one batch: start and stop
+    local excs = named(ev, "slither.dispatch.batch.exception")
+    assert.are.equal(2, #excs)
+    assert.are.equal("py", excs[1].md.stage)
+    -- a dispatch of its own carries none of them
+    local plain = recording("slither.dispatch.batch", function()
+      assert(slither.dispatch.run({ 1 }, { executor = function(x) return x end }))
+    end)
+    assert.are.equal(2, #plain)
+    for _, e in ipairs(plain) do
+      assert.is_nil(e.md.pipe)
+      assert.is_nil(e.md.stage)
+      assert.is_nil(e.md.run_id)
+    end
   end)
 
   it("store events: write, reload.start, reload.stop (#11)", function()
