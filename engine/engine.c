@@ -4,6 +4,7 @@
 #include "error.h"
 #include "pool.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +12,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SLITHER_SOURCE_DIR
-#define SLITHER_SOURCE_DIR "."
+/* Paths of the install, relative so that a moved prefix still works: from the
+ * library directory and from the binary directory to <datadir>/slither. */
+#ifndef SLITHER_LIB_TO_DATA
+#define SLITHER_LIB_TO_DATA "../share/slither"
+#endif
+#ifndef SLITHER_BIN_TO_DATA
+#define SLITHER_BIN_TO_DATA "../share/slither"
 #endif
 #ifndef SLITHER_INSTALL_DATADIR
 #define SLITHER_INSTALL_DATADIR "/usr/local/share/slither"
 #endif
+/* A build tree holds this file, naming the source tree its build came from. */
+#define BUILD_MARK "slither-source-dir"
 
 int sl_log_level_parse(const char *s) {
   if (!s || !*s) return SL_LOG_INFO;
@@ -32,28 +40,72 @@ static int is_dir_with(const char *dir, const char *rel) {
   return access(p, R_OK) == 0;
 }
 
-/* Where the Lua modules and the worker package live: the environment first, then
- * next to an installed binary (<prefix>/bin/.. -> <prefix>/share/slither), then
- * the source tree this build came from (a binary run from its build tree), then
- * the install data directory (a host program linked against the library). */
+/* dir without its last component (in place); 0 when there is none. */
+static int up(char *dir) {
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir) return 0;
+  *slash = '\0';
+  return 1;
+}
+
+/* The source tree of the build tree dir lies in (dir or up to three levels above
+ * it holds BUILD_MARK), or 0. */
+static int build_source(const char *dir, char *out, size_t outlen) {
+  char d[4096], mark[4200];
+  int i;
+  snprintf(d, sizeof d, "%s", dir);
+  for (i = 0; i < 4; i++) {
+    FILE *f;
+    snprintf(mark, sizeof mark, "%s/" BUILD_MARK, d);
+    if ((f = fopen(mark, "r"))) {
+      int ok = fgets(out, (int)outlen, f) != NULL;
+      fclose(f);
+      out[strcspn(out, "\n")] = '\0';
+      return ok && *out;
+    }
+    if (!up(d)) break;
+  }
+  return 0;
+}
+
+/* Where the Lua modules and the worker package live, first that holds probe:
+ *   1. the environment variable;
+ *   2. next to the code running the engine, found from its own address: the shared
+ *      library (<libdir>/../share/slither), the Lua module (<libdir>/lua/5.1/slither/
+ *      core.so) or a binary linking the static library (<bindir>/../share/slither);
+ *   3. next to the running executable (<bindir>/../share/slither);
+ *   4. the source tree of a build tree, when 2 or 3 lie in one (BUILD_MARK);
+ *   5. the data directory the build was configured for.
+ * Nothing but 5 depends on where the build was made, so a moved prefix works. */
 static char *find_dir(const char *env, const char *sub, const char *probe) {
   const char *v = getenv(env);
-  char exe[4096], cand[4096];
+  char dirs[2][4096], cand[8400], src[4096];
+  int nd = 0, i;
+  Dl_info info;
   ssize_t n;
   if (v && *v) return strdup(v);
-  n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    char *slash;
-    exe[n] = '\0';
-    slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = '\0';
-      snprintf(cand, sizeof cand, "%s/../share/slither/%s", exe, sub);
-      if (is_dir_with(cand, probe)) return strdup(cand);
-    }
+  if (dladdr((void *)&sl_engine_init, &info) && info.dli_fname && info.dli_fname[0] == '/') {
+    snprintf(dirs[nd], sizeof dirs[nd], "%s", info.dli_fname);
+    if (up(dirs[nd])) nd++;
   }
-  snprintf(cand, sizeof cand, "%s/%s", SLITHER_SOURCE_DIR, sub);
-  if (is_dir_with(cand, probe)) return strdup(cand);
+  n = readlink("/proc/self/exe", dirs[nd], sizeof dirs[nd] - 1);
+  if (n > 0) {
+    dirs[nd][n] = '\0';
+    if (up(dirs[nd])) nd++;
+  }
+  for (i = 0; i < nd; i++) {
+    snprintf(cand, sizeof cand, "%s/" SLITHER_LIB_TO_DATA "/%s", dirs[i], sub);
+    if (is_dir_with(cand, probe)) return strdup(cand);
+    snprintf(cand, sizeof cand, "%s/../../../" SLITHER_LIB_TO_DATA "/%s", dirs[i], sub);
+    if (is_dir_with(cand, probe)) return strdup(cand);
+    snprintf(cand, sizeof cand, "%s/" SLITHER_BIN_TO_DATA "/%s", dirs[i], sub);
+    if (is_dir_with(cand, probe)) return strdup(cand);
+  }
+  for (i = 0; i < nd; i++) {
+    if (!build_source(dirs[i], src, sizeof src)) continue;
+    snprintf(cand, sizeof cand, "%s/%s", src, sub);
+    if (is_dir_with(cand, probe)) return strdup(cand);
+  }
   snprintf(cand, sizeof cand, "%s/%s", SLITHER_INSTALL_DATADIR, sub);
   return strdup(cand);
 }
