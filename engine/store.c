@@ -450,43 +450,51 @@ static size_t write_need(const char *base, int type, const sl_kv *kv) {
 }
 
 /* A bag's new value list: the values of the list at vw_old (0: none) plus those
- * of kv[0..m) not already in it (a bag stores the same object once). Appends the
- * new values and one list blob; returns the new value word, or vw_old when
- * nothing was added. NVALS is updated. */
-static uint64_t bag_list(char *base, uint64_t vw_old, const sl_kv *kv, size_t m) {
+ * of the m puts kv[ord[0..m)] (ord NULL: kv[0..m)) not already in it (a bag
+ * stores the same object once; distinct: the caller knows none is). The list blob
+ * is reserved in the heap first and filled in place, the new values appended
+ * after it: nothing is allocated, so a write cannot fail half-way. Returns the new
+ * value word, or vw_old when nothing was added. NVALS is updated. */
+static uint64_t bag_list(char *base, uint64_t vw_old, const sl_kv *kv, const size_t *ord,
+                         size_t m, int distinct) {
   char *heap = base + *U64(base, H_HEAP_OFF);
   uint32_t cnt = 0, k, total;
-  size_t i, added = 0;
+  size_t i, added = 0, cap;
+  uint64_t boff, used0 = *U64(base, H_HEAP_USED);
   char *blob;
-  uint64_t boff;
   if (vw_old) memcpy(&cnt, heap + (vw_old >> 32), 4);
-  blob = malloc(4 + 8 * ((size_t)cnt + m));
-  if (!blob) abort();
+  cap = 4 + 8 * ((size_t)cnt + m);
+  /* callers reserve room first (ensure_room), as for heap_append */
+  if (used0 + cap > *U64(base, H_HEAP_SIZE)) abort();
+  boff = used0;
+  blob = heap + boff;
+  *U64(base, H_HEAP_USED) = (used0 + cap + 7) & ~(uint64_t)7;
   if (cnt) memcpy(blob + 4, heap + (vw_old >> 32) + 4, 8 * (size_t)cnt);
   total = cnt;
   for (i = 0; i < m; i++) {
+    const sl_kv *e = &kv[ord ? ord[i] : i];
     int dup = 0;
-    uint32_t off, len = (uint32_t)kv[i].vlen;
-    for (k = 0; k < total && !dup; k++) {
+    uint32_t off, len = (uint32_t)e->vlen;
+    for (k = 0; k < total && !dup && !distinct; k++) {
       uint32_t o, l;
       memcpy(&o, blob + 4 + 8 * k, 4);
       memcpy(&l, blob + 8 + 8 * k, 4);
-      dup = l == len && memcmp(heap + o, kv[i].val, l) == 0;
+      dup = l == len && memcmp(heap + o, e->val, l) == 0;
     }
     if (dup) continue;
-    off = (uint32_t)heap_append(base, kv[i].val, kv[i].vlen);
+    off = (uint32_t)heap_append(base, e->val, e->vlen);
     memcpy(blob + 4 + 8 * total, &off, 4);
     memcpy(blob + 8 + 8 * total, &len, 4);
     total++;
     added++;
   }
   if (!added) {
-    free(blob);
+    *U64(base, H_HEAP_USED) = used0; /* nothing follows the reserved blob: give it back */
     return vw_old;
   }
   memcpy(blob, &total, 4);
-  boff = heap_append(base, blob, 4 + 8 * (size_t)total);
-  free(blob);
+  /* room reserved for duplicates that were not added */
+  *U64(base, H_GARBAGE) += cap - (4 + 8 * (size_t)total);
   STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + added);
   return boff << 32 | (4 + 8 * (uint64_t)total);
 }
@@ -527,7 +535,7 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
     return;
   }
   if (type == SL_TABLE_BAG) {
-    vw = bag_list(base, vw_old, kv, 1);
+    vw = bag_list(base, vw_old, kv, NULL, 1, 0);
     if (vw == vw_old) return; /* already there */
     if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
   } else {
@@ -647,17 +655,14 @@ static void apply_batch(char *base, int type, const sl_kv *kv, size_t n, const s
       continue;
     }
     {
-      sl_kv *vals = malloc((j - i) * sizeof *vals);
       uint32_t h = sl_crc32(k0->key, k0->klen);
       int64_t si;
       uint64_t *sl, vw_old, vw;
-      if (!vals) abort();
-      for (m = 0; i + m < j; m++) vals[m] = kv[ord[i + m]];
+      m = j - i;
       si = seg_find(base, h, k0->key, k0->klen, 1);
       sl = slot(base, (uint32_t)si);
       vw_old = sl[1] ? sl[2] : 0;
-      vw = bag_list(base, vw_old, vals, m);
-      free(vals);
+      vw = bag_list(base, vw_old, kv, ord + i, m, 0);
       if (vw != vw_old) {
         if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
         if (sl[1]) {
@@ -711,7 +716,7 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
         vals[k].val = heap + o;
         vals[k].vlen = l;
       }
-      nvw = bag_list(n->base, 0, vals, cnt);
+      nvw = bag_list(n->base, 0, vals, NULL, cnt, 1); /* a list holds no duplicates */
       free(vals);
     } else {
       nvw = heap_append(n->base, heap + (vw >> 32), vw & 0xffffffffu) << 32 |
