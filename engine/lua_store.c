@@ -95,7 +95,11 @@ static const char *key_bytes(lua_State *L, int idx, char *buf, size_t buflen, si
                              char **heap) {
   *heap = NULL;
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    *klen = sl_store_key_num(buf, lua_tonumber(L, idx));
+    double d = lua_tonumber(L, idx);
+    /* NaN equals nothing, itself included: as a key it could never be found again,
+     * and it has no place in an ordered_set's order */
+    if (d != d) luaL_error(L, "a store key cannot be NaN");
+    *klen = sl_store_key_num(buf, d);
     return buf;
   }
   if (lua_type(L, idx) == LUA_TSTRING) {

@@ -207,6 +207,18 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
                     const int *types, char *err, size_t errlen) {
   int i, fd;
   memset(s, 0, sizeof *s);
+  /* names are kept whole or refused: a truncated table name matches no lookup */
+  if (strlen(name) >= SL_STORE_NAME_MAX) {
+    snprintf(err, errlen, "the store name '%s' is longer than %d bytes", name,
+             SL_STORE_NAME_MAX - 1);
+    return SL_EINVAL;
+  }
+  for (i = 0; i < ntables; i++)
+    if (strlen(names[i]) >= SL_STORE_NAME_MAX) {
+      snprintf(err, errlen, "the table name '%s' is longer than %d bytes", names[i],
+               SL_STORE_NAME_MAX - 1);
+      return SL_EINVAL;
+    }
   s->pid = (int)getpid();
   snprintf(s->name, sizeof s->name, "%s", name);
   pthread_mutex_init(&s->wlock, NULL);

@@ -36,12 +36,16 @@ function M.define(spec)
   end
   check(type(spec.name) == "string" and spec.name:match("^[%w_%-]+$"),
     "name must be a string of letters, digits, '_' or '-'")
+  -- the engine keeps names of up to 63 bytes whole (its directory entries)
+  check(#spec.name <= 63, "store name '%s' is %d bytes long (at most 63)", spec.name, #spec.name)
   check(type(spec.tables) == "table" and #spec.tables > 0, "store '%s' needs a list of tables",
     spec.name)
   local seen = {}
   for i, t in ipairs(spec.tables) do
     check(type(t) == "table" and type(t.name) == "string" and t.name:match("^[%w_%-]+$"),
       "table %d of store '%s' needs a name of letters, digits, '_' or '-'", i, spec.name)
+    check(#t.name <= 63, "table '%s' of store '%s' has a name of %d bytes (at most 63)",
+      t.name, spec.name, #t.name)
     for k in pairs(t) do
       check(k == "name" or k == "type", "table '%s': unknown field '%s' (expected name, type)",
         t.name, tostring(k))
@@ -234,6 +238,7 @@ function Store:range(tbl, from, to)
   if self.types[tbl] ~= "ordered_set" then
     error("store:range: table '" .. tostring(tbl) .. "' is not an ordered_set", 2)
   end
+  if from ~= from or to ~= to then error("store:range: a bound cannot be NaN", 2) end
   local version = self.h:version(tbl)
   local cache = self.sorted[tbl]
   if not cache or cache.version ~= version then
