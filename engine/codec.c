@@ -724,11 +724,16 @@ static void put_utf8(sl_buf *b, uint32_t cp) {
 
 /* Parse a string at d->p (on the opening quote); leaves the result in *s, *n
  * (either pointing into the input or into the scratch buffer). */
+/* A JSON string is text: bytes that are not UTF-8 are a broken peer, and could not
+ * be told from bytes (which travel as attachments) once decoded. */
 static int dec_string(decoder *d, const char **s, size_t *n) {
   const char *p = ++d->p;
-  while (p < d->end && *p != '"' && *p != '\\') p++;
+  unsigned char hi = 0;
+  while (p < d->end && *p != '"' && *p != '\\') hi |= (unsigned char)*p++;
   if (p >= d->end) return dec_fail(d, "unterminated string");
   if (*p == '"') {
+    if ((hi & 0x80) && !utf8_valid((const unsigned char *)d->p, (size_t)(p - d->p)))
+      return dec_fail(d, "a string is not valid UTF-8");
     *s = d->p;
     *n = (size_t)(p - d->p);
     d->p = p + 1;
@@ -739,6 +744,8 @@ static int dec_string(decoder *d, const char **s, size_t *n) {
   while (p < d->end) {
     char c = *p;
     if (c == '"') {
+      if (!utf8_valid((const unsigned char *)d->scratch.data, d->scratch.len))
+        return dec_fail(d, "a string is not valid UTF-8");
       d->p = p + 1;
       *s = d->scratch.data;
       *n = d->scratch.len;
@@ -1114,11 +1121,21 @@ static void pk_new_list(pdec *d, int narr) {
   lua_setmetatable(d->L, -2);
 }
 
+/* 1 when the value at idx is a list this reader made (it carries the array
+ * marker), 0 for any other value. A dict is a table without it. */
+static int pk_is_list(pdec *d, int idx) {
+  int r;
+  if (!lua_istable(d->L, idx) || !lua_getmetatable(d->L, idx)) return 0;
+  r = lua_rawequal(d->L, -1, d->array_mt);
+  lua_pop(d->L, 1);
+  return r;
+}
+
 /* Move the values above stack height `mark` into the list at `mark`. */
 static int pk_appends(pdec *d, int mark, int op) {
   lua_State *L = d->L;
   int top = lua_gettop(L), n = top - mark, i, len;
-  if (mark <= d->base || !lua_istable(L, mark)) return pk_fail(d, "APPENDS without a list", op);
+  if (mark <= d->base || !pk_is_list(d, mark)) return pk_fail(d, "APPENDS without a list", op);
   if (pk_fold_dep(d, mark, op)) return SL_ECODEC;
   len = (int)lua_objlen(L, mark);
   for (i = 1; i <= n; i++) {
@@ -1133,13 +1150,16 @@ static int pk_setitems(pdec *d, int mark, int op) {
   lua_State *L = d->L;
   int top = lua_gettop(L), i;
   if ((top - mark) % 2) return pk_fail(d, "odd number of dict items", op);
-  if (mark <= d->base || !lua_istable(L, mark)) return pk_fail(d, "SETITEMS without a dict", op);
+  if (mark <= d->base || !lua_istable(L, mark) || pk_is_list(d, mark))
+    return pk_fail(d, "SETITEMS without a dict", op);
   if (pk_fold_dep(d, mark, op)) return SL_ECODEC;
   for (i = mark + 1; i < top; i += 2) {
     if (lua_isnil(L, i) || lua_type(L, i) == LUA_TLIGHTUSERDATA)
       return pk_fail(d, "dict key None cannot be a Lua key", op);
     if (lua_type(L, i) == LUA_TNUMBER && lua_tonumber(L, i) != lua_tonumber(L, i))
       return pk_fail(d, "dict key NaN cannot be a Lua key", op);
+    /* a list, dict or bytes key would be a new table, found by no lookup */
+    if (lua_istable(L, i)) return pk_fail(d, "a dict key must be a str, int, float or bool", op);
     lua_pushvalue(L, i);
     lua_pushvalue(L, i + 1);
     lua_rawset(L, mark);

@@ -869,6 +869,39 @@ static void test_pickle_long(void) {
   CHECK(pickled_long(-9007199254740991LL, 0) == -9007199254740991.0);
 }
 
+/* Found by tests/fuzz: the pickle reader took SETITEM on a list, APPEND on a dict
+ * and tables as dict keys (a value no lookup could find), and the JSON reader
+ * took strings that are not UTF-8 (indistinguishable from bytes once decoded). */
+static void expect_pickle_error(const char *p, size_t n, const char *frag) {
+  int rc = sl_codec_decode_pickle(L, p, n, 0, err, sizeof err);
+  CHECKF(rc == SL_ECODEC, "pickle %.*s: rc %d, want SL_ECODEC", (int)n, p, rc);
+  if (rc == 0) lua_pop(L, 1);
+  CHECKF(strstr(err, frag) != NULL, "pickle: err '%s' lacks '%s'", err, frag);
+}
+
+static void test_fuzz_findings(void) {
+  /* PROTO 4, ]  ]  N  s  . : SETITEM into a list */
+  expect_pickle_error("\x80\x04]]Ns.", 7, "SETITEMS without a dict");
+  /* PROTO 4, }  N  a  . : APPEND onto a dict */
+  expect_pickle_error("\x80\x04}Na.", 6, "APPENDS without a list");
+  /* PROTO 4, }  ]  N  s  . : a list as a dict key */
+  expect_pickle_error("\x80\x04}]Ns.", 7, "dict key must be");
+  /* the same with a dict key: { {}: None } */
+  expect_pickle_error("\x80\x04}}Ns.", 7, "dict key must be");
+  /* and the good forms still decode */
+  CHECK(sl_codec_decode_pickle(L, "\x80\x04}\x8c\x01kNs.", 9, 0, err, sizeof err) == 0 &&
+        lua_istable(L, -1));
+  lua_settop(L, 0);
+  CHECK(sl_codec_decode_pickle(L, "\x80\x04]Na.", 6, 0, err, sizeof err) == 0);
+  lua_settop(L, 0);
+  /* raw bytes that are not UTF-8, in a string, a key, and after an escape */
+  expect_dec_error("\"\xff\"", 3, NULL, 0, "not valid UTF-8");
+  expect_dec_error("{\"\xbf\xbb\":1}", 8, NULL, 0, "not valid UTF-8");
+  expect_dec_error("[\"a\\n\xc3\"]", 8, NULL, 0, "not valid UTF-8");
+  CHECK(decode_str("\"\xc3\xa9\\n\"") == 0);
+  lua_settop(L, 0);
+}
+
 int main(void) {
   L = luaL_newstate();
   luaL_openlibs(L);
@@ -901,6 +934,7 @@ int main(void) {
   test_long_numbers();
   test_large_list();
   test_no_overread();
+  test_fuzz_findings();
   CHECK(lua_gettop(L) == 0);
 
   lua_close(L);
