@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STORE_MT "slither.store_handle"
 
 /* Stores by name, for host threads (slither_store_get/put). A store's name is
- * unique in the process: its directory in /dev/shm is named after the process. */
+ * unique in the process: its directory in /dev/shm is named after the process and
+ * its token. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct reg { sl_store *s; struct reg *next; } *registry;
 
@@ -587,6 +589,15 @@ static const luaL_Reg store_methods[] = {
     {"destroy", l_destroy},   {"read_threads", l_read_threads},
     {NULL, NULL}};
 
+/* store_files_prefix() -> "/dev/shm/slither.<pid>.<token>.": every file of this
+ * process's stores starts with it. */
+static int l_store_files_prefix(lua_State *L) {
+  const char *tok = sl_store_token();
+  if (!tok) return luaL_error(L, "no random bytes for store file names");
+  lua_pushfstring(L, "/dev/shm/slither.%d.%s.", (int)getpid(), tok);
+  return 1;
+}
+
 void sl_lua_store_open(lua_State *L) {
   /* expects the core table on top of the stack */
   if (luaL_newmetatable(L, STORE_MT)) {
@@ -599,4 +610,6 @@ void sl_lua_store_open(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_store_new);
   lua_setfield(L, -2, "store_new");
+  lua_pushcfunction(L, l_store_files_prefix);
+  lua_setfield(L, -2, "store_files_prefix");
 }

@@ -2,6 +2,7 @@
  * recycling (see pool.h). */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "store.h"
 #include "codec.h"
 #include "error.h"
 #include "smap.h"
@@ -197,6 +198,11 @@ static char **build_env(sl_pool *p) {
   envp[k++] = strdup("PYTHONUNBUFFERED=1");
   snprintf(tmp, sizeof tmp, "SLITHER_PARENT_PID=%d", (int)getpid());
   envp[k++] = strdup(tmp);
+  /* where this process's stores are: their file names hold the token */
+  if (sl_store_token()) {
+    snprintf(tmp, sizeof tmp, "SLITHER_STORE_TOKEN=%s", sl_store_token());
+    envp[k++] = strdup(tmp);
+  }
   snprintf(tmp, sizeof tmp, "SLITHER_THREADS=%d", p->o.threads);
   envp[k++] = strdup(tmp);
   snprintf(tmp, sizeof tmp, "SLITHER_MAX_FRAME=%lu", (unsigned long)p->o.max_frame_bytes);

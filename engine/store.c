@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,17 +82,62 @@ size_t sl_store_key_num(char *out, double d) {
   return 9;
 }
 
+/* ---- files --------------------------------------------------------------------- */
+
+static pthread_once_t token_once = PTHREAD_ONCE_INIT;
+static char token[17];
+
+static void token_init(void) {
+  unsigned char r[8];
+  size_t got = 0;
+  int i;
+  while (got < sizeof r) {
+    ssize_t n = getrandom(r + got, sizeof r - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return; /* token stays empty: stores refuse to start */
+    got += (size_t)n;
+  }
+  for (i = 0; i < 8; i++) snprintf(token + 2 * i, 3, "%02x", r[i]);
+}
+
+const char *sl_store_token(void) {
+  pthread_once(&token_once, token_init);
+  return token[0] ? token : NULL;
+}
+
+/* Create path as a new private file of this user: never an existing file, never
+ * through a symlink, and checked once open, so that nothing another user planted
+ * is written or mapped. Returns the fd, or -1 with errno set. */
+static int create_private(const char *path) {
+  struct stat st;
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+      (st.st_mode & 077)) {
+    close(fd);
+    unlink(path);
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
 /* ---- segments ----------------------------------------------------------------- */
 
-static sl_seg *seg_new(sl_store *s, const char *table, int type, uint32_t cap, size_t heap) {
+static sl_seg *seg_new(sl_store *s, int table, int type, uint32_t cap, size_t heap) {
   sl_seg *g = calloc(1, sizeof *g);
-  int fd;
+  int fd, tries = 0;
   if (!g) return NULL;
-  g->gen = ++s->gen;
-  snprintf(g->path, sizeof g->path, "/dev/shm/slither.%d.%s.%s.%llu", s->pid, s->name, table,
-           (unsigned long long)g->gen);
   g->size = HDR + (size_t)cap * 24 + heap;
-  fd = open(g->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  /* A name taken by a file someone else planted (the names of later generations
+   * can be guessed once the directory is seen) is passed over, not used. */
+  do {
+    g->gen = ++s->gen;
+    /* the table's index, not its name: the path always fits SL_SEG_PATH_MAX */
+    snprintf(g->path, sizeof g->path, "%s.%d.%llu", s->dir_path, table,
+             (unsigned long long)g->gen);
+    fd = create_private(g->path);
+  } while (fd < 0 && errno == EEXIST && ++tries < 64);
   if (fd < 0) {
     free(g);
     return NULL;
@@ -219,18 +266,30 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
                SL_STORE_NAME_MAX - 1);
       return SL_EINVAL;
     }
+  if (!sl_store_token()) {
+    snprintf(err, errlen, "cannot start store '%s': no random bytes for its file names", name);
+    return SL_EINVAL;
+  }
   s->pid = (int)getpid();
   snprintf(s->name, sizeof s->name, "%s", name);
   pthread_mutex_init(&s->wlock, NULL);
   s->tables = calloc((size_t)ntables, sizeof *s->tables);
   if (!s->tables) return SL_ENOMEM;
   s->ntables = ntables;
-  snprintf(s->dir_path, sizeof s->dir_path, "/dev/shm/slither.%d.%s", s->pid, name);
+  snprintf(s->dir_path, sizeof s->dir_path, "/dev/shm/slither.%d.%s.%s", s->pid,
+           sl_store_token(), name);
   s->dir_size = DIR_HDR + (size_t)ntables * DIR_ENTRY;
-  fd = open(s->dir_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  fd = create_private(s->dir_path);
   if (fd < 0 || ftruncate(fd, (off_t)s->dir_size)) {
-    snprintf(err, errlen, "cannot create %s: %s", s->dir_path, strerror(errno));
-    if (fd >= 0) close(fd);
+    if (fd < 0 && errno == EEXIST)
+      snprintf(err, errlen, "cannot create %s: a file of that name exists, and a store "
+               "never uses a file it did not create", s->dir_path);
+    else
+      snprintf(err, errlen, "cannot create %s: %s", s->dir_path, strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlink(s->dir_path);
+    }
     free(s->tables);
     return SL_EINVAL;
   }
@@ -248,7 +307,7 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
     sl_table *t = &s->tables[i];
     snprintf(t->name, sizeof t->name, "%s", names[i]);
     t->type = types[i];
-    t->cur = seg_new(s, t->name, t->type, MIN_CAP, MIN_HEAP);
+    t->cur = seg_new(s, i, t->type, MIN_CAP, MIN_HEAP);
     if (!t->cur) {
       snprintf(err, errlen, "cannot create the segment of table '%s': %s", t->name,
                strerror(errno));
@@ -705,7 +764,7 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
   /* words hold 32-bit heap offsets: a table's heap stays under 4 GiB */
   if (nheap > 0xffffffffu) nheap = 0xffffffffu;
   if (heap_live + extra_bytes > nheap) return NULL;
-  n = seg_new(s, s->tables[t].name, type, ncap, nheap);
+  n = seg_new(s, t, type, ncap, nheap);
   if (!n) return NULL;
   for (i = 0; i < cap; i++) {
     uint64_t *sl = slot(base, i);
@@ -838,7 +897,7 @@ int sl_store_clear(sl_store *s, int t) {
   sl_seg *g, *ng;
   pthread_mutex_lock(&s->wlock);
   g = s->tables[t].cur;
-  ng = seg_new(s, s->tables[t].name, s->tables[t].type, MIN_CAP, MIN_HEAP);
+  ng = seg_new(s, t, s->tables[t].type, MIN_CAP, MIN_HEAP);
   if (!ng) {
     pthread_mutex_unlock(&s->wlock);
     return SL_ENOMEM;
@@ -859,7 +918,7 @@ int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh) {
   if (!sh->segs) return SL_ENOMEM;
   pthread_mutex_lock(&s->wlock);
   for (i = 0; i < s->ntables; i++) {
-    sh->segs[i] = seg_new(s, s->tables[i].name, s->tables[i].type, MIN_CAP, MIN_HEAP);
+    sh->segs[i] = seg_new(s, i, s->tables[i].type, MIN_CAP, MIN_HEAP);
     if (!sh->segs[i]) {
       pthread_mutex_unlock(&s->wlock);
       sl_store_shadow_abort(s, sh);
@@ -902,7 +961,7 @@ int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key
 int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t) {
   sl_seg *ng;
   pthread_mutex_lock(&s->wlock);
-  ng = seg_new(s, s->tables[t].name, s->tables[t].type, MIN_CAP, MIN_HEAP);
+  ng = seg_new(s, t, s->tables[t].type, MIN_CAP, MIN_HEAP);
   if (ng) {
     seg_free(sh->segs[t], 1);
     sh->segs[t] = ng;

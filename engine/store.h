@@ -24,7 +24,13 @@
  * (see sl_seg_pin), so a reader holding it still reads a whole, older snapshot.
  *
  * Keys are strings ('s' + bytes) or numbers ('n' + 8-byte double); values are
- * encoded bytes (a pickle of a plain value, see codec.h), decoded by the reader. */
+ * encoded bytes (a pickle of a plain value, see codec.h), decoded by the reader.
+ *
+ * Files: /dev/shm/slither.<pid>.<token>.<store> (the directory) and
+ * .<store>.<table index>.<generation> (segments). The token is 16 random hex digits
+ * drawn once per process, so no other user can create a file where a store will be;
+ * every file is created with O_EXCL | O_NOFOLLOW, mode 0600, and checked with
+ * fstat before it is mapped. Workers learn the token from SLITHER_STORE_TOKEN. */
 #ifndef SL_STORE_H
 #define SL_STORE_H
 
@@ -84,6 +90,10 @@ typedef struct sl_store {
   int users; /* host threads holding it through sl_store_find */
   sl_seg_pin pins[SL_SEG_STRIPES];
 } sl_store;
+
+/* The process's store token (16 hex digits), drawn from the kernel's random source
+ * on first use; NULL when no random bytes could be had (then no store starts). */
+const char *sl_store_token(void);
 
 /* A value read: bytes copied out (the caller frees vals[i].data via sl_store_vals_free). */
 typedef struct sl_val {

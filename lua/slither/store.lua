@@ -144,6 +144,13 @@ function M.get(name)
   return stores[name]
 end
 
+-- The start of every file name of this process's stores in /dev/shm
+-- ("/dev/shm/slither.<pid>.<token>."): the token is random, so no other user can
+-- create a file where a store will be.
+function M.files_prefix()
+  return core.store_files_prefix()
+end
+
 function M.all()
   local list = {}
   for _, s in pairs(stores) do list[#list + 1] = s end

@@ -24,7 +24,8 @@ import zlib
 from .protocol import (DIR_E_NAME, DIR_E_PATH, DIR_ENTRY, DIR_H_MAGIC, DIR_H_NTABLES,
                        DIR_H_SEQ, DIR_HDR, DIR_MAGIC, SEG_H_CAP, SEG_H_COUNT, SEG_H_HEAP_OFF,
                        SEG_H_MAGIC, SEG_H_NVALS, SEG_H_RETIRED, SEG_H_SEQ, SEG_H_TYPE,
-                       SEG_HDR, SEG_MAGIC, SEG_PATH_MAX, SEG_SLOT, STORE_NAME_MAX, TABLE_BAG)
+                       SEG_HDR, SEG_MAGIC, SEG_PATH_MAX, SEG_SLOT, STORE_NAME_MAX, TABLE_BAG,
+                       TABLE_ORDERED_SET, TABLE_SET)
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -49,7 +50,15 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def _loads(b):
-    return _PlainUnpickler(io.BytesIO(b)).load()
+    try:
+        return _PlainUnpickler(io.BytesIO(b)).load()
+    except pickle.UnpicklingError:
+        raise
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError,
+            MemoryError, RecursionError, struct.error) as e:
+        # what Python's unpickler raises on bytes that are not a whole pickle
+        raise pickle.UnpicklingError(f"a store value is not a valid pickle: "
+                                     f"{type(e).__name__}: {e}") from None
 
 
 def _open_private(path):
@@ -80,6 +89,28 @@ def _engine_pid():
     return int(pid) if pid else os.getppid()
 
 
+def _dir_path(name):
+    """/dev/shm/slither.<engine pid>.<token>.<name>: the token is random per engine
+    process and reaches its workers in SLITHER_STORE_TOKEN."""
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name:
+        raise KeyError(f"no store named {name!r}: a store name is a non-empty str "
+                       "without '/'")
+    token = os.environ.get("SLITHER_STORE_TOKEN")
+    if not token:
+        raise KeyError(f"no store named {name!r}: this process was not started by a "
+                       "Slither engine (SLITHER_STORE_TOKEN is not set)")
+    return f"/dev/shm/slither.{_engine_pid()}.{token}.{name}"
+
+
+class StoreCorrupt(OSError):
+    """A store file whose bytes do not hold together: it was not written by the
+    engine, or not by this version of it. Nothing is read past its end."""
+
+
+def _corrupt(path, why):
+    return StoreCorrupt(f"{path} is not a valid Slither store file: {why}")
+
+
 def store(name):
     """The engine's store `name`. KeyError names it when no such store runs."""
     s = _stores.get(name)
@@ -102,22 +133,36 @@ def _key(key):
 
 
 class _Table:
-    __slots__ = ("mm", "type", "cap", "heap", "path")
+    __slots__ = ("mm", "type", "cap", "heap", "size", "path")
 
     def __init__(self, path):
-        self.mm = _open_private(path)
-        if _U32.unpack_from(self.mm, SEG_H_MAGIC)[0] != SEG_MAGIC:
-            raise OSError(f"{path} is not a Slither table segment")
-        self.type = _U32.unpack_from(self.mm, SEG_H_TYPE)[0]
-        self.cap = _U32.unpack_from(self.mm, SEG_H_CAP)[0]
-        self.heap = _U64.unpack_from(self.mm, SEG_H_HEAP_OFF)[0]
+        self.mm = mm = _open_private(path)
         self.path = path
+        self.size = size = len(mm)
+        if size < SEG_HDR or _U32.unpack_from(mm, SEG_H_MAGIC)[0] != SEG_MAGIC:
+            raise _corrupt(path, "no table segment header")
+        self.type = _U32.unpack_from(mm, SEG_H_TYPE)[0]
+        self.cap = cap = _U32.unpack_from(mm, SEG_H_CAP)[0]
+        self.heap = heap = _U64.unpack_from(mm, SEG_H_HEAP_OFF)[0]
+        if self.type not in (TABLE_SET, TABLE_ORDERED_SET, TABLE_BAG):
+            raise _corrupt(path, f"table type {self.type}")
+        if cap == 0 or cap & (cap - 1):
+            raise _corrupt(path, f"{cap} slots is not a power of two")
+        if SEG_HDR + cap * SEG_SLOT > heap or heap > size:
+            raise _corrupt(path, f"{cap} slots and a heap at {heap} do not fit {size} bytes")
+
+    def bytes_at(self, off, n):
+        """n bytes at heap offset off, refused when they are not all in the file."""
+        start = self.heap + off
+        if start + n > self.size:
+            raise _corrupt(self.path, f"{n} bytes at heap offset {off} run past its end")
+        return self.mm[start:start + n]
 
 
 class StoreReader:
     def __init__(self, name):
         self.name = name
-        self.dir_path = f"/dev/shm/slither.{_engine_pid()}.{name}"
+        self.dir_path = _dir_path(name)
         self._open_dir()
 
     def _open_dir(self):
@@ -126,8 +171,8 @@ class StoreReader:
             self.dir_ino = os.stat(self.dir_path, follow_symlinks=False).st_ino
         except FileNotFoundError:
             raise KeyError(f"no store named {self.name!r} is running in the engine") from None
-        if _U32.unpack_from(self.dir, DIR_H_MAGIC)[0] != DIR_MAGIC:
-            raise KeyError(f"{self.dir_path} is not a Slither store")
+        if len(self.dir) < DIR_HDR or _U32.unpack_from(self.dir, DIR_H_MAGIC)[0] != DIR_MAGIC:
+            raise _corrupt(self.dir_path, "no store directory header")
         self.tables = {}
 
     def _lookup_dir(self, table):
@@ -141,18 +186,26 @@ class StoreReader:
                                   f"for {WAIT_S:g} s")
                 continue
             n = _U32.unpack_from(d, DIR_H_NTABLES)[0]
+            if DIR_HDR + n * DIR_ENTRY > len(d):
+                raise _corrupt(self.dir_path, f"{n} tables do not fit {len(d)} bytes")
+            want = table.encode()
             path = None
             for i in range(n):
                 off = DIR_HDR + i * DIR_ENTRY
                 nm = d[off + DIR_E_NAME:off + DIR_E_NAME + STORE_NAME_MAX]
-                if nm.split(b"\0", 1)[0].decode() == table:
+                if nm.split(b"\0", 1)[0] == want:
                     path = d[off + DIR_E_PATH:off + DIR_E_PATH + SEG_PATH_MAX]
-                    path = path.split(b"\0", 1)[0].decode()
+                    path = path.split(b"\0", 1)[0]
                     break
             if _U64.unpack_from(d, DIR_H_SEQ)[0] == s1:
                 if path is None:
                     raise KeyError(f"store {self.name!r} has no table {table!r}")
-                return path
+                # a segment is always a file of this store: <directory>.<index>.<gen>
+                prefix = self.dir_path.encode() + b"."
+                if not path.startswith(prefix) or b"/" in path[len(prefix):]:
+                    raise _corrupt(self.dir_path, f"table {table!r} names the file {path!r}, "
+                                                  "which is not one of this store's")
+                return path.decode()
 
     def _table(self, table):
         t = self.tables.get(table)
@@ -183,7 +236,7 @@ class StoreReader:
 
     def _find(self, t, kb):
         """The value word for key bytes kb in table t, or 0."""
-        mm, cap, heap = t.mm, t.cap, t.heap
+        mm, cap = t.mm, t.cap
         h = zlib.crc32(kb)
         i = h & (cap - 1)
         klen = len(kb)
@@ -194,24 +247,23 @@ class StoreReader:
             if kw == 0:
                 return 0
             if (hw & 0xFFFFFFFF) == h and (kw & 0xFFFFFFFF) == klen:
-                off = heap + (kw >> 32)
-                if mm[off:off + klen] == kb:
+                if t.bytes_at(kw >> 32, klen) == kb:
                     # the value word again, after the key: it is the freshest
                     return _U64.unpack_from(mm, at + 16)[0]
             i = (i + 1) & (cap - 1)
         return 0
 
     def _values(self, t, vw):
-        mm, heap = t.mm, t.heap
         off, ln = vw >> 32, vw & 0xFFFFFFFF
+        blob = t.bytes_at(off, ln)
         if t.type != TABLE_BAG:
-            return _loads(mm[heap + off:heap + off + ln])
-        cnt = _U32.unpack_from(mm, heap + off)[0]
+            return _loads(blob)
+        if ln < 4 or 4 + 8 * _U32.unpack_from(blob, 0)[0] > ln:
+            raise _corrupt(t.path, f"a bag list of {ln} bytes")
         out = []
-        for k in range(cnt):
-            o = _U32.unpack_from(mm, heap + off + 4 + 8 * k)[0]
-            n = _U32.unpack_from(mm, heap + off + 8 + 8 * k)[0]
-            out.append(_loads(mm[heap + o:heap + o + n]))
+        for k in range(_U32.unpack_from(blob, 0)[0]):
+            o, n = _U32.unpack_from(blob, 4 + 8 * k)[0], _U32.unpack_from(blob, 8 + 8 * k)[0]
+            out.append(_loads(t.bytes_at(o, n)))
         return out
 
     def get(self, table, key, default=None):

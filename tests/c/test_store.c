@@ -43,14 +43,15 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Files in /dev/shm whose name starts with "slither.<pid>.<store>". */
+/* Files in /dev/shm whose name starts with "slither.<pid>.<token>.<store>" (the
+ * token is this process's: a child's files are found with its own). */
 static int shm_files(int pid, const char *store) {
   char pre[128];
   DIR *d = opendir("/dev/shm");
   struct dirent *e;
   int n = 0;
   size_t pl;
-  snprintf(pre, sizeof pre, "slither.%d.%s", pid, store);
+  snprintf(pre, sizeof pre, "slither.%d.%s.%s", pid, sl_store_token(), store);
   pl = strlen(pre);
   if (!d) return -1;
   while ((e = readdir(d)))
@@ -65,7 +66,7 @@ static void shm_remove(int pid, const char *store) {
   DIR *d = opendir("/dev/shm");
   struct dirent *e;
   size_t pl;
-  snprintf(pre, sizeof pre, "slither.%d.%s", pid, store);
+  snprintf(pre, sizeof pre, "slither.%d.%s.%s", pid, sl_store_token(), store);
   pl = strlen(pre);
   if (!d) return;
   while ((e = readdir(d)))

@@ -15,18 +15,21 @@ local null = slither.null
 local function define(spec) return slither.store.define(spec) end
 local function start(spec) return assert(slither.store.start(define(spec))) end
 
--- Files in /dev/shm for a store of this process: the directory
--- (slither.<pid>.<store>) and its segments (slither.<pid>.<store>.<table>.<gen>).
--- Returns the count and the highest segment generation of `tbl` (when given).
+-- Every store file of this process starts with this (slither.<pid>.<token>.).
+local PREFIX = slither.store.files_prefix():match("[^/]+$")
+
+-- Files in /dev/shm for a store of this process: the directory (PREFIX<store>) and
+-- its segments (PREFIX<store>.<table index>.<gen>). Returns the count and the
+-- highest segment generation of the table at index `tbl` (0-based, when given).
 local function shm_files(store, tbl)
-  local pre = "slither." .. PID .. "." .. store
+  local pre = PREFIX .. store
   local n, top = 0, 0
   local p = io.popen("ls /dev/shm")
   for name in p:lines() do
     if name == pre or name:sub(1, #pre + 1) == pre .. "." then
       n = n + 1
-      local t, gen = name:match("^" .. pre:gsub("%-", "%%-") .. "%.([^.]+)%.(%d+)$")
-      if t and t == tbl and tonumber(gen) > top then top = tonumber(gen) end
+      local t, gen = name:match("^" .. pre:gsub("%-", "%%-") .. "%.(%d+)%.(%d+)$")
+      if t and tonumber(t) == tbl and tonumber(gen) > top then top = tonumber(gen) end
     end
   end
   p:close()
@@ -897,7 +900,7 @@ describe("slither.store", function()
     st:put_many("s", { a = 0, b = 0 })
     local pads = {}
     for i = 0, 39 do pads[#pads + 1] = "pad" .. i end
-    local _, gen0 = shm_files("storm", "s")
+    local _, gen0 = shm_files("storm", 0)
     local readers = {
       slither.spawn(function()
         return pool:call(M, "consistent_reader", { { "storm", "s", { "a", "b" }, 1.5, 3000 } })
@@ -914,7 +917,7 @@ describe("slither.store", function()
       end
       if i % 50 == 0 then slither.sleep(0) end
     end)
-    local _, gen1 = shm_files("storm", "s")
+    local _, gen1 = shm_files("storm", 0)
     local ok, r, err = readers[1]:join()
     assert.is_true(ok)
     assert(r, err and err.message)
@@ -1030,7 +1033,7 @@ describe("slither.store", function()
       local out = p:read("*a")
       p:close()
       local child = out:match("pid (%d+)")
-      if child then os.execute("rm -f /dev/shm/slither." .. child .. ".bagmany*") end
+      if child then os.execute("rm -f /dev/shm/slither." .. child .. ".*.bagmany*") end
       outs[mode] = out
     end
     os.remove(script)
