@@ -7,8 +7,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # valgrind runs the embedding example; python3-sklearn and python3-pil are for the
 # ml_scoring and image_pipeline examples (installed for /usr/bin/python3, where the
 # examples look for them).
+# clang and libclang-rt-14-dev build the sanitizer and libFuzzer runs of
+# scripts/sanitize.sh; setpriv (util-linux) acts as another user in the store tests.
 PACKAGES="gcc make cmake pkg-config libluajit-5.1-dev luajit libuv1-dev libedit-dev lua-cjson \
-lua-busted python3 python3-sklearn python3-pil valgrind"
+lua-busted python3 python3-sklearn python3-pil valgrind clang libclang-rt-14-dev util-linux"
 
 missing=""
 for p in $PACKAGES; do

@@ -54,9 +54,9 @@ def _loads(b):
         return _PlainUnpickler(io.BytesIO(b)).load()
     except pickle.UnpicklingError:
         raise
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError,
-            MemoryError, RecursionError, struct.error) as e:
-        # what Python's unpickler raises on bytes that are not a whole pickle
+    except Exception as e:  # noqa: BLE001
+        # Python's unpickler raises many types on bytes that are not a whole pickle
+        # (EOFError, AttributeError for APPEND on a dict, ...): one type for all
         raise pickle.UnpicklingError(f"a store value is not a valid pickle: "
                                      f"{type(e).__name__}: {e}") from None
 
@@ -72,6 +72,8 @@ def _open_private(path):
             raise PermissionError(
                 f"{path} is not a private store file of this user (uid {st.st_uid}, "
                 f"mode {stat.filemode(st.st_mode)}): refusing to read it")
+        if st.st_size == 0:
+            raise _corrupt(path, "it is empty")
         return mmap.mmap(fd, 0, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
@@ -205,7 +207,7 @@ class StoreReader:
                 if not path.startswith(prefix) or b"/" in path[len(prefix):]:
                     raise _corrupt(self.dir_path, f"table {table!r} names the file {path!r}, "
                                                   "which is not one of this store's")
-                return path.decode()
+                return os.fsdecode(path)
 
     def _table(self, table):
         t = self.tables.get(table)
