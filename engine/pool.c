@@ -1030,14 +1030,22 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       memcpy(name, colon + 1, (size_t)(f->meta + f->meta_len - colon - 1));
       name[f->meta + f->meta_len - colon - 1] = '\0';
+      /* The session is the one of the engine's own record of a call this worker
+       * holds: an id it does not hold (another worker's call, a finished one) gets
+       * nothing, not even a global view. */
       c = inflight_find(w, (uint32_t)cid);
-      if (!p->view_cb) {
+      if (!c || !p->view_cb) {
+        char why[160];
         sl_buf none;
         sl_buf_init(&none);
-        sl_pool_view_reply(p, w->id, f->id, "views are not available in this engine", &none, 0);
+        if (!c)
+          snprintf(why, sizeof why, "view '%.64s' refused: call %u is not running on worker "
+                   "%s; a view serves only the call that asks", name, (unsigned)cid, w->name);
+        sl_pool_view_reply(p, w->id, f->id, c ? "views are not available in this engine" : why,
+                           &none, 0);
         return;
       }
-      p->view_cb(p, w->id, w->name, f->id, name, c ? c->session : NULL, f->data, f->data_len,
+      p->view_cb(p, w->id, w->name, f->id, name, c->session, f->data, f->data_len,
                  f->flags, p->view_ud);
       return;
     }

@@ -700,6 +700,44 @@ describe("slither.store", function()
       { { "g", "hi", "views2", "s", "x" } }))
   end)
 
+  it("views: a call id the asking worker does not hold gets nothing (#12 item 2)", function()
+    local pool = H.pool{ size = 2 }
+    local st = start{ name = "forged", tables = { { name = "s" } },
+      views = {
+        { name = "secret", handler = function(_, ctx) return "secret of " .. ctx.session end },
+        { name = "open", scope = "global", handler = function() return "open" end },
+      } }
+    st:open_session("alice")
+    -- alice's call holds one worker, so the other one serves the forger
+    local alice = slither.spawn(function()
+      return pool:call(M, "sleep_then", { { 0.6, "alice done" } }, { session = "alice" })
+    end)
+    slither.sleep(150)
+    -- the forger tries every id near its own, the live alice call's among them
+    local ids = {}
+    for i = 1, 12 do ids[#ids + 1] = i end
+    local r = assert(pool:call(M, "forged_view", { { "secret", 0, ids } }, { session = "bob" }))[1]
+    local own = table.remove(r, 1)
+    for i, x in ipairs(r) do
+      assert.is_false(x.ok, "id " .. i .. " reached alice's view")
+      if i ~= own then
+        assert.truthy(x.message:find("call " .. i .. " is not running on worker", 1, true), x.message)
+      else -- its own id: the session is bob's, whatever the worker says
+        assert.truthy(x.message:find("this call's session is 'bob'", 1, true), x.message)
+      end
+    end
+    -- a global view is refused too to an id the worker does not hold, served to its own
+    r = assert(pool:call(M, "forged_view", { { "open", 0, { 999999, "own" } } }))[1]
+    table.remove(r, 1)
+    assert.is_false(r[1].ok)
+    assert.truthy(r[1].message:find("call 999999 is not running", 1, true), r[1].message)
+    assert.are.same({ ok = true, value = "open" }, r[2])
+    local ok, res = alice:join()
+    assert.is_true(ok)
+    assert.are.same({ "alice done" }, res)
+    assert.are.equal(0, pool:stats().restarts)
+  end)
+
   it("views: a raising handler gives ViewError with its message; the worker lives on", function()
     local pool = H.pool{ size = 1 }
     start{ name = "viewerr", tables = { { name = "s" } },

@@ -41,6 +41,23 @@ def call_view(items):
     return out
 
 
+def forged_view(items):
+    """[view name, args, call ids]: the view asked for as each of those calls, as a
+    hostile function would, by sending another call's id; -> own id, then a result
+    per id as call_view gives, as one result."""
+    from slither_worker import runtime
+    own = runtime._local.call_id
+    out = [own]
+    name, args, ids = items[0]
+    try:
+        for cid in ids:
+            runtime._local.call_id = own if cid == "own" else cid
+            out.extend(call_view([(name, args)]))
+    finally:
+        runtime._local.call_id = own
+    return [out]
+
+
 def view_then_store(items):
     """[view name, args, store, table, key]: a view call, then a direct read, in one call."""
     out = []
@@ -104,4 +121,13 @@ def pattern_reader(items):
                     if first is None:
                         first = repr(v)[:200]
         out.append([n, bad, first])
+    return out
+
+
+def sleep_then(items):
+    """[seconds, value] -> value, after the sleep."""
+    out = []
+    for secs, value in items:
+        time.sleep(secs)
+        out.append(value)
     return out
