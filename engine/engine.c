@@ -162,6 +162,7 @@ void sl_engine_close(sl_engine *e) {
     struct sl_interp *i = e->interps;
     e->interps = i->next;
     free(i->name);
+    free(i->search);
     free(i->path);
     free(i);
   }

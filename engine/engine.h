@@ -34,7 +34,8 @@ typedef struct sl_engine {
   /* Interpreters configured by bare name ("python3") and the executable their
    * first worker reported: later workers start it directly, skipping PATH shims
    * (pyenv's cost hundreds of milliseconds per start). */
-  struct sl_interp { char *name, *path; struct sl_interp *next; } *interps;
+  /* bare interpreter name, the PATH it was found on (NULL: none set), its file */
+  struct sl_interp { char *name, *search, *path; struct sl_interp *next; } *interps;
 } sl_engine;
 
 /* loop: NULL to let the engine own a loop. Reads SLITHER_LOG, SLITHER_PYTHON,

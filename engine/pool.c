@@ -932,7 +932,7 @@ static sl_call *inflight_find(sl_worker *w, uint32_t id) {
 
 static void check_start_done(sl_pool *p);
 static void retire_replaced(sl_pool *p);
-static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n);
+static void interp_learn(sl_pool *p, const char *hello, size_t n);
 
 static void on_frame(sl_worker *w, const sl_frame *f) {
   sl_pool *p = w->pool;
@@ -951,7 +951,7 @@ static void on_frame(sl_worker *w, const sl_frame *f) {
       }
       w->state = W_READY;
       w->hello_seen = 1;
-      if (!strchr(p->python, '/')) interp_learn(p->e, p->python, f->meta, f->meta_len);
+      if (!strchr(p->python, '/')) interp_learn(p, f->meta, f->meta_len);
       if (p->o.codec != SL_CODEC_JSON && p->codec == SL_CODEC_JSON && p->state == P_STARTING &&
           sl_wire_member(f->meta, f->meta_len, "codecs", &v, &vlen) == 1 &&
           sl_wire_array_has(v, vlen, "pickle"))
@@ -1142,28 +1142,53 @@ static void worker_timer_cb(uv_timer_t *t) {
   }
 }
 
-static const char *interp_lookup(sl_engine *e, const char *name) {
+/* The PATH a pool's workers are spawned with (the search uv_spawn makes for a bare
+ * name), or NULL when their environment has none. */
+static const char *pool_search_path(const sl_pool *p) {
+  char **v;
+  for (v = p->envp; *v; v++)
+    if (strncmp(*v, "PATH=", 5) == 0) return *v + 5;
+  return NULL;
+}
+
+static int same_search(const char *a, const char *b) {
+  return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The cache is keyed by the name and the PATH it was found on: two pools with
+ * different PATHs may find different interpreters under one name. */
+static const char *interp_lookup(sl_engine *e, const char *name, const char *search) {
   struct sl_interp *i;
   for (i = e->interps; i; i = i->next)
-    if (strcmp(i->name, name) == 0) return i->path;
+    if (strcmp(i->name, name) == 0 && same_search(i->search, search)) return i->path;
   return NULL;
 }
 
 /* Remember the executable a worker reported in its hello ("executable"), so the
- * next spawn of the same bare name skips the PATH search. */
-static void interp_learn(sl_engine *e, const char *name, const char *hello, size_t n) {
+ * next spawn of the same bare name under the same PATH skips the PATH search. */
+static void interp_learn(sl_pool *p, const char *hello, size_t n) {
+  sl_engine *e = p->e;
+  const char *search = pool_search_path(p);
   char path[4096];
   const char *v;
   size_t vlen;
   struct sl_interp *i;
-  if (interp_lookup(e, name)) return;
+  if (interp_lookup(e, p->python, search)) return;
   if (sl_wire_member(hello, n, "executable", &v, &vlen) != 1 ||
       sl_wire_string(v, vlen, path, sizeof path) < 1 || path[0] != '/')
     return;
   i = calloc(1, sizeof *i);
   if (!i) return;
-  i->name = strdup(name);
+  i->name = strdup(p->python);
+  i->search = search ? strdup(search) : NULL;
   i->path = strdup(path);
+  if (!i->name || !i->path || (search && !i->search)) {
+    free(i->name);
+    free(i->search);
+    free(i->path);
+    free(i);
+    return;
+  }
   i->next = e->interps;
   e->interps = i;
 }
@@ -1213,7 +1238,7 @@ static void worker_spawn(sl_pool *p) {
   po.exit_cb = exit_cb;
   /* Only a bare name found on PATH is replaced: an explicit path may be a wrapper
    * that does real set-up, and must run every time. */
-  po.file = strchr(p->python, '/') ? NULL : interp_lookup(e, p->python);
+  po.file = strchr(p->python, '/') ? NULL : interp_lookup(e, p->python, pool_search_path(p));
   if (!po.file) po.file = p->python;
   /* argv[0] names the file that runs: Python derives sys.executable from it */
   p->args[0] = (char *)po.file;

@@ -349,6 +349,29 @@ describe("slither.pool", function()
     assert.is_nil(slither.pool.get("bad"))
   end)
 
+  it("finds a bare interpreter name on each pool's own PATH (#12 item 3)", function()
+    -- The engine remembers where a bare name was found; a pool with another PATH
+    -- must search again, and its choice must not leak into pools on the default PATH.
+    local a = H.pool{ name = "interp_a", size = 1, python = "python3" }
+    local default_exe = assert(a:hello().executable)
+    a:stop()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir .. " && ln -s " .. default_exe .. " " .. dir .. "/python3") == 0)
+    local ok, err = pcall(function()
+      local b = H.pool{ name = "interp_b", size = 1, python = "python3",
+        env = { PATH = dir .. ":" .. os.getenv("PATH") } }
+      assert.are.equal(dir .. "/python3", b:hello().executable)
+      assert.are.same({ 4 }, b:call("sl_testmod", "double", { 2 }))
+      b:stop()
+      local c = H.pool{ name = "interp_c", size = 1, python = "python3" }
+      assert.are.equal(default_exe, c:hello().executable)
+      c:stop()
+    end)
+    os.execute("rm -rf " .. dir)
+    assert(ok, err)
+  end)
+
   it("fails a pool whose replacements keep crashing at start-up", function()
     local flag = os.tmpname()
     os.remove(flag)
