@@ -21,7 +21,8 @@
   XX(ECODEC, "codec", "value cannot be encoded or decoded")                     \
   XX(ETOOBIG, "too_big", "frame larger than the configured maximum")           \
   XX(ENOTFOUND, "not_found", "no such object")                                  \
-  XX(ECANCELED, "canceled", "the operation was cancelled")
+  XX(ECANCELED, "canceled", "the operation was cancelled")                      \
+  XX(ENOSPACE, "no_space", "no space left for the store's shared memory")
 
 typedef enum {
   SL_OK = 0,

@@ -188,6 +188,12 @@ static int l_store_new(lua_State *L) {
   rc = sl_store_create(&ls->s, name, n, names, types, err, sizeof err);
   free(names);
   free(types);
+  if (rc == SL_ENOSPACE) { /* the machine's state, not the caller's mistake */
+    lua_pushnil(L);
+    lua_pushstring(L, sl_err_name(rc));
+    lua_pushfstring(L, "cannot create store '%s': %s", name, err);
+    return 3;
+  }
   if (rc) return luaL_error(L, "cannot create store '%s': %s", name, err);
   ls->live = 1;
   reg_add(&ls->s);
@@ -374,12 +380,25 @@ static void check_key(lua_State *L, int idx) {
     luaL_error(L, "store keys are strings or numbers, got %s", lua_typename(L, kt));
 }
 
+/* A write the store could not make (no space in /dev/shm, no memory) leaves the
+ * table as it was and returns nil, kind, message: the caller decides. */
+static int write_result(lua_State *L, lstore *ls, int t, int rc) {
+  if (!rc) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, sl_err_name(rc));
+  lua_pushfstring(L, "store '%s': a write to table '%s' failed, and the table is as it was: %s",
+                  ls->s.name, ls->s.tables[t].name, sl_strerror(rc));
+  return 3;
+}
+
 static int apply(lua_State *L, lstore *ls, int t, wbatch *b, int shadow) {
   int rc = shadow ? sl_store_shadow_write(&ls->s, &ls->shadow, t, b->kv, b->n)
                   : sl_store_write(&ls->s, t, b->kv, b->n);
   wbatch_free(b);
-  if (rc) return luaL_error(L, "store write failed: %s", sl_strerror(rc));
-  return 0;
+  return write_result(L, ls, t, rc);
 }
 
 /* h:put(tbl, key, value [, shadow]) */
@@ -395,8 +414,7 @@ static int l_put(lua_State *L) {
     wbatch_free(&b);
     return luaL_error(L, "cannot store this value: %s", err);
   }
-  apply(L, ls, t, &b, lua_toboolean(L, 5) && ls->in_shadow);
-  return 0;
+  return apply(L, ls, t, &b, lua_toboolean(L, 5) && ls->in_shadow);
 }
 
 /* h:put_many(tbl, { [key] = value, ... } [, shadow]): all or nothing. */
@@ -423,8 +441,7 @@ static int l_put_many(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
-  return 0;
+  return apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
 }
 
 static int l_delete(lua_State *L) {
@@ -438,8 +455,7 @@ static int l_delete(lua_State *L) {
     wbatch_free(&b);
     return luaL_error(L, "%s", err);
   }
-  apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
-  return 0;
+  return apply(L, ls, t, &b, lua_toboolean(L, 4) && ls->in_shadow);
 }
 
 static int l_clear(lua_State *L) {
@@ -447,25 +463,49 @@ static int l_clear(lua_State *L) {
   int t = check_table(L, ls, 2);
   int rc = lua_toboolean(L, 3) && ls->in_shadow ? sl_store_shadow_clear(&ls->s, &ls->shadow, t)
                                                 : sl_store_clear(&ls->s, t);
-  if (rc) return luaL_error(L, "out of memory");
-  return 0;
+  return write_result(L, ls, t, rc);
 }
 
 static int l_shadow_begin(lua_State *L) {
   lstore *ls = check_store(L);
-  if (ls->in_shadow) return luaL_error(L, "a reload is already running");
-  if (sl_store_shadow_begin(&ls->s, &ls->shadow)) return luaL_error(L, "out of memory");
+  int rc;
+  if (ls->in_shadow) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "reloading");
+    lua_pushfstring(L, "store '%s': a reload is already running; this one was not started",
+                    ls->s.name);
+    return 3;
+  }
+  rc = sl_store_shadow_begin(&ls->s, &ls->shadow);
+  if (rc) {
+    lua_pushnil(L);
+    lua_pushstring(L, sl_err_name(rc));
+    lua_pushfstring(L, "store '%s': cannot make fresh tables for a reload: %s", ls->s.name,
+                    sl_strerror(rc));
+    return 3;
+  }
   ls->in_shadow = 1;
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_shadow_end(lua_State *L) {
   lstore *ls = check_store(L);
+  int rc = 0;
   if (!ls->in_shadow) return luaL_error(L, "no reload is running");
-  if (lua_toboolean(L, 2)) sl_store_shadow_commit(&ls->s, &ls->shadow);
+  if (lua_toboolean(L, 2)) rc = sl_store_shadow_commit(&ls->s, &ls->shadow);
   else sl_store_shadow_abort(&ls->s, &ls->shadow);
   ls->in_shadow = 0;
-  return 0;
+  if (rc) {
+    lua_pushnil(L);
+    lua_pushstring(L, sl_err_name(rc));
+    lua_pushfstring(L, "store '%s': the writes made while the reload ran could not be applied "
+                    "to its fresh tables, so the live tables stay (with those writes): %s",
+                    ls->s.name, sl_strerror(rc));
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_bytes(lua_State *L) {
@@ -589,12 +629,12 @@ static const luaL_Reg store_methods[] = {
     {"destroy", l_destroy},   {"read_threads", l_read_threads},
     {NULL, NULL}};
 
-/* store_files_prefix() -> "/dev/shm/slither.<pid>.<token>.": every file of this
+/* store_files_prefix() -> "<shm dir>/slither.<pid>.<token>.": every file of this
  * process's stores starts with it. */
 static int l_store_files_prefix(lua_State *L) {
   const char *tok = sl_store_token();
   if (!tok) return luaL_error(L, "no random bytes for store file names");
-  lua_pushfstring(L, "/dev/shm/slither.%d.%s.", (int)getpid(), tok);
+  lua_pushfstring(L, "%s/slither.%d.%s.", sl_store_shm_dir(), (int)getpid(), tok);
   return 1;
 }
 

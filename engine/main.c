@@ -30,7 +30,8 @@ static const char usage[] =
     "  SLITHER_LUA_PATH     directory of the slither Lua modules\n"
     "  SLITHER_WORKER_PATH  directory of the slither_worker Python package\n"
     "  SLITHER_HISTORY      the prompt's history file (default: ~/.slither_history)\n"
-    "  SLITHER_SPIN_US      how long an idle wait polls before sleeping (default 100)\n";
+    "  SLITHER_SPIN_US      how long an idle wait polls before sleeping (default 100)\n"
+    "  SLITHER_SHM_DIR      directory of the store files (default: /dev/shm)\n";
 
 static int run_module(slither_engine *e, const char *module, int argc, char **argv) {
   /* return require(module).main(arg) from the main task */

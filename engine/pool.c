@@ -179,7 +179,7 @@ static char **build_env(sl_pool *p) {
   while (environ[n]) n++;
   if (p->o.env)
     while (p->o.env[extra]) extra++;
-  envp = calloc(n + extra + 8, sizeof *envp);
+  envp = calloc(n + extra + 9, sizeof *envp); /* ours: 8 entries, and the NULL */
   if (!envp) return NULL;
   sl_buf_init(&pp);
   sl_buf_append(&pp, "PYTHONPATH=", 11);
@@ -202,6 +202,13 @@ static char **build_env(sl_pool *p) {
   if (sl_store_token()) {
     snprintf(tmp, sizeof tmp, "SLITHER_STORE_TOKEN=%s", sl_store_token());
     envp[k++] = strdup(tmp);
+  }
+  {
+    sl_buf d;
+    sl_buf_init(&d);
+    sl_buf_append(&d, "SLITHER_SHM_DIR=", 16);
+    sl_buf_append(&d, sl_store_shm_dir(), strlen(sl_store_shm_dir()) + 1);
+    envp[k++] = sl_buf_steal(&d, NULL);
   }
   snprintf(tmp, sizeof tmp, "SLITHER_THREADS=%d", p->o.threads);
   envp[k++] = strdup(tmp);

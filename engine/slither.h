@@ -85,7 +85,9 @@ int slither_register(slither_engine *e, const char *name, slither_c_fn fn, void 
 int slither_register_executor(slither_engine *e, const char *name, slither_c_fn fn, void *ud);
 
 /* Store access from any thread. Keys are strings; values are JSON text. get sets
- * *value_json to NULL when the key is absent (a bag gives a JSON list). */
+ * *value_json to NULL when the key is absent (a bag gives a JSON list). A put that
+ * finds no room in /dev/shm returns the code named "no_space" and leaves the
+ * table as it was. */
 int slither_store_get(slither_engine *e, const char *store, const char *table,
                       const char *key, char **value_json);
 int slither_store_put(slither_engine *e, const char *store, const char *table,

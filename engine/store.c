@@ -105,6 +105,25 @@ const char *sl_store_token(void) {
   return token[0] ? token : NULL;
 }
 
+static pthread_once_t shm_once = PTHREAD_ONCE_INIT;
+static const char *shm_dir;
+
+static void shm_init(void) {
+  const char *d = getenv("SLITHER_SHM_DIR");
+  shm_dir = d && *d ? d : "/dev/shm";
+}
+
+const char *sl_store_shm_dir(void) {
+  pthread_once(&shm_once, shm_init);
+  return shm_dir;
+}
+
+/* The errno of a failed segment allocation as an engine code: a full or capped
+ * file system is no_space, which the writer can act on; anything else is memory. */
+static int seg_errno(int err) {
+  return err == ENOSPC || err == EDQUOT || err == EFBIG ? SL_ENOSPACE : SL_ENOMEM;
+}
+
 /* Create path as a new private file of this user: never an existing file, never
  * through a symlink, and checked once open, so that nothing another user planted
  * is written or mapped. Returns the fd, or -1 with errno set. */
@@ -121,6 +140,8 @@ static int create_private(const char *path) {
   }
   return fd;
 }
+
+static void wlog_free(sl_store *s);
 
 /* ---- segments ----------------------------------------------------------------- */
 
@@ -142,10 +163,13 @@ static sl_seg *seg_new(sl_store *s, int table, int type, uint32_t cap, size_t he
     free(g);
     return NULL;
   }
-  if (ftruncate(fd, (off_t)g->size)) {
+  /* Reserved, not sparse: a page of a sparse file that the file system cannot back
+   * raises SIGBUS on the first write, which would kill the engine (and a host). */
+  if ((tries = posix_fallocate(fd, 0, (off_t)g->size)) != 0) {
     close(fd);
     unlink(g->path);
     free(g);
+    errno = tries;
     return NULL;
   }
   g->base = mmap(NULL, g->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -273,25 +297,39 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
   s->pid = (int)getpid();
   snprintf(s->name, sizeof s->name, "%s", name);
   pthread_mutex_init(&s->wlock, NULL);
+  s->shadow = NULL;
+  s->log = NULL;
+  s->log_tail = &s->log;
   s->tables = calloc((size_t)ntables, sizeof *s->tables);
   if (!s->tables) return SL_ENOMEM;
   s->ntables = ntables;
-  snprintf(s->dir_path, sizeof s->dir_path, "/dev/shm/slither.%d.%s.%s", s->pid,
-           sl_store_token(), name);
+  if (sl_store_shm_dir()[0] != '/' ||
+      (size_t)snprintf(s->dir_path, sizeof s->dir_path, "%s/slither.%d.%s.%s", sl_store_shm_dir(),
+                       s->pid, sl_store_token(), name) + 32 > sizeof s->dir_path) {
+    /* 32: room for ".<table index>.<generation>" of every segment path */
+    snprintf(err, errlen, "cannot start store '%s': SLITHER_SHM_DIR (%.64s) must be an "
+             "absolute path short enough that the store's file names fit in %d bytes",
+             name, sl_store_shm_dir(), SL_SEG_PATH_MAX - 1);
+    free(s->tables);
+    return SL_EINVAL;
+  }
   s->dir_size = DIR_HDR + (size_t)ntables * DIR_ENTRY;
   fd = create_private(s->dir_path);
-  if (fd < 0 || ftruncate(fd, (off_t)s->dir_size)) {
-    if (fd < 0 && errno == EEXIST)
+  if (fd >= 0 && (errno = posix_fallocate(fd, 0, (off_t)s->dir_size)) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(s->dir_path);
+    fd = -1;
+    errno = e;
+  }
+  if (fd < 0) {
+    if (errno == EEXIST)
       snprintf(err, errlen, "cannot create %s: a file of that name exists, and a store "
                "never uses a file it did not create", s->dir_path);
     else
       snprintf(err, errlen, "cannot create %s: %s", s->dir_path, strerror(errno));
-    if (fd >= 0) {
-      close(fd);
-      unlink(s->dir_path);
-    }
     free(s->tables);
-    return SL_EINVAL;
+    return seg_errno(errno) == SL_ENOSPACE ? SL_ENOSPACE : SL_EINVAL;
   }
   s->dir = mmap(NULL, s->dir_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
@@ -309,10 +347,11 @@ int sl_store_create(sl_store *s, const char *name, int ntables, const char *cons
     t->type = types[i];
     t->cur = seg_new(s, i, t->type, MIN_CAP, MIN_HEAP);
     if (!t->cur) {
+      int e = errno;
       snprintf(err, errlen, "cannot create the segment of table '%s': %s", t->name,
-               strerror(errno));
+               strerror(e));
       sl_store_destroy(s);
-      return SL_ENOMEM;
+      return seg_errno(e);
     }
   }
   dir_write(s);
@@ -338,6 +377,8 @@ void sl_store_destroy(sl_store *s) {
   free(s->tables);
   s->tables = NULL;
   s->ntables = 0;
+  wlog_free(s);
+  s->shadow = NULL;
   pthread_mutex_destroy(&s->wlock);
 }
 
@@ -763,7 +804,10 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
   if (nheap < MIN_HEAP) nheap = MIN_HEAP;
   /* words hold 32-bit heap offsets: a table's heap stays under 4 GiB */
   if (nheap > 0xffffffffu) nheap = 0xffffffffu;
-  if (heap_live + extra_bytes > nheap) return NULL;
+  if (heap_live + extra_bytes > nheap) {
+    errno = ENOMEM;
+    return NULL;
+  }
   n = seg_new(s, t, type, ncap, nheap);
   if (!n) return NULL;
   for (i = 0; i < cap; i++) {
@@ -778,6 +822,7 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
       vals = calloc(cnt ? cnt : 1, sizeof *vals);
       if (!vals) {
         seg_free(n, 1);
+        errno = ENOMEM;
         return NULL;
       }
       for (k = 0; k < cnt; k++) {
@@ -858,11 +903,66 @@ static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n, const size
     if (extra > ((size_t)1 << 20)) extra = (size_t)1 << 20;
     ng = rebuild(s, t, g, n, need + extra);
   }
-  if (!ng) return SL_ENOMEM;
+  if (!ng) return seg_errno(errno);
   __atomic_store_n(&s->tables[t].cur, ng, __ATOMIC_SEQ_CST);
   dir_write(s);
   retire(s, g);
   return 0;
+}
+
+/* ---- the reload's log of live writes --------------------------------------------- */
+
+typedef struct sl_wlog {
+  struct sl_wlog *next;
+  int table, clear;
+  size_t n;
+  sl_kv kv[]; /* keys and values copied after the array */
+} sl_wlog;
+
+/* A copy of one live write, made before the write so that a write the log cannot
+ * hold is refused rather than lost at the swap. */
+static sl_wlog *wlog_new(int t, const sl_kv *kv, size_t n, int clear) {
+  size_t i, bytes = 0;
+  sl_wlog *l;
+  char *p;
+  for (i = 0; i < n; i++) bytes += kv[i].klen + (kv[i].val ? kv[i].vlen : 0);
+  l = malloc(sizeof *l + n * sizeof *kv + bytes);
+  if (!l) return NULL;
+  l->next = NULL;
+  l->table = t;
+  l->clear = clear;
+  l->n = n;
+  p = (char *)(l->kv + n);
+  for (i = 0; i < n; i++) {
+    memcpy(p, kv[i].key, kv[i].klen);
+    l->kv[i].key = p;
+    l->kv[i].klen = kv[i].klen;
+    p += kv[i].klen;
+    l->kv[i].val = NULL;
+    l->kv[i].vlen = 0;
+    if (kv[i].val) {
+      memcpy(p, kv[i].val, kv[i].vlen);
+      l->kv[i].val = p;
+      l->kv[i].vlen = kv[i].vlen;
+      p += kv[i].vlen;
+    }
+  }
+  return l;
+}
+
+static void wlog_append(sl_store *s, sl_wlog *l) {
+  if (!s->log) s->log_tail = &s->log;
+  *s->log_tail = l;
+  s->log_tail = &l->next;
+}
+
+static void wlog_free(sl_store *s) {
+  sl_wlog *l;
+  while ((l = s->log)) {
+    s->log = l->next;
+    free(l);
+  }
+  s->log_tail = &s->log;
 }
 
 int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
@@ -870,12 +970,18 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
   char *base;
   uint64_t *seq;
   size_t *ord;
+  sl_wlog *l = NULL;
   pthread_mutex_lock(&s->wlock);
+  if (s->shadow && !(l = wlog_new(t, kv, n, 0))) {
+    pthread_mutex_unlock(&s->wlock);
+    return SL_ENOMEM;
+  }
   reap_retired(s);
   ord = bag_order(s->tables[t].type, kv, n);
   rc = ensure_room(s, t, kv, n, ord);
   if (rc) {
     free(ord);
+    free(l);
     pthread_mutex_unlock(&s->wlock);
     return rc;
   }
@@ -888,6 +994,7 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
   apply_batch(base, s->tables[t].type, kv, n, ord);
   if (n > 1) STORE_REL(seq, *seq + 1);
   s->tables[t].version++;
+  if (l) wlog_append(s, l);
   pthread_mutex_unlock(&s->wlock);
   free(ord);
   return 0;
@@ -895,17 +1002,25 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
 
 int sl_store_clear(sl_store *s, int t) {
   sl_seg *g, *ng;
+  sl_wlog *l = NULL;
   pthread_mutex_lock(&s->wlock);
+  if (s->shadow && !(l = wlog_new(t, NULL, 0, 1))) {
+    pthread_mutex_unlock(&s->wlock);
+    return SL_ENOMEM;
+  }
   g = s->tables[t].cur;
   ng = seg_new(s, t, s->tables[t].type, MIN_CAP, MIN_HEAP);
   if (!ng) {
+    int e = errno;
+    free(l);
     pthread_mutex_unlock(&s->wlock);
-    return SL_ENOMEM;
+    return seg_errno(e);
   }
   __atomic_store_n(&s->tables[t].cur, ng, __ATOMIC_SEQ_CST);
   dir_write(s);
   retire(s, g);
   s->tables[t].version++;
+  if (l) wlog_append(s, l);
   pthread_mutex_unlock(&s->wlock);
   return 0;
 }
@@ -914,43 +1029,68 @@ int sl_store_clear(sl_store *s, int t) {
 
 int sl_store_shadow_begin(sl_store *s, sl_store_shadow *sh) {
   int i;
-  sh->segs = calloc((size_t)s->ntables, sizeof *sh->segs);
-  if (!sh->segs) return SL_ENOMEM;
   pthread_mutex_lock(&s->wlock);
+  if (s->shadow) {
+    pthread_mutex_unlock(&s->wlock);
+    return SL_EINVAL;
+  }
+  sh->segs = calloc((size_t)s->ntables, sizeof *sh->segs);
+  if (!sh->segs) {
+    pthread_mutex_unlock(&s->wlock);
+    return SL_ENOMEM;
+  }
   for (i = 0; i < s->ntables; i++) {
     sh->segs[i] = seg_new(s, i, s->tables[i].type, MIN_CAP, MIN_HEAP);
     if (!sh->segs[i]) {
+      int e = errno;
       pthread_mutex_unlock(&s->wlock);
       sl_store_shadow_abort(s, sh);
-      return SL_ENOMEM;
+      return seg_errno(e);
     }
   }
+  s->shadow = sh;
+  wlog_free(s);
   pthread_mutex_unlock(&s->wlock);
   return 0;
 }
 
-int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n) {
+/* The two writes into a shadow, with wlock held. */
+static int shadow_write_locked(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv,
+                               size_t n) {
   size_t need, *ord;
-  sl_seg *g;
-  pthread_mutex_lock(&s->wlock);
-  g = sh->segs[t];
+  sl_seg *g = sh->segs[t];
   ord = bag_order(s->tables[t].type, kv, n);
   need = batch_need(g->base, s->tables[t].type, kv, n, ord);
   if ((*U64(g->base, H_USED_SLOTS) + n + 1) * 2 > *U32(g->base, H_CAP) ||
       need > heap_free(g->base)) {
     sl_seg *ng = rebuild(s, t, g, n, need); /* nobody reads a shadow: no grace needed */
     if (!ng) {
+      int e = errno;
       free(ord);
-      pthread_mutex_unlock(&s->wlock);
-      return SL_ENOMEM;
+      return seg_errno(e);
     }
     seg_free(g, 1);
     sh->segs[t] = g = ng;
   }
   apply_batch(g->base, s->tables[t].type, kv, n, ord);
-  pthread_mutex_unlock(&s->wlock);
   free(ord);
   return 0;
+}
+
+static int shadow_clear_locked(sl_store *s, sl_store_shadow *sh, int t) {
+  sl_seg *ng = seg_new(s, t, s->tables[t].type, MIN_CAP, MIN_HEAP);
+  if (!ng) return seg_errno(errno);
+  seg_free(sh->segs[t], 1);
+  sh->segs[t] = ng;
+  return 0;
+}
+
+int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *kv, size_t n) {
+  int rc;
+  pthread_mutex_lock(&s->wlock);
+  rc = shadow_write_locked(s, sh, t, kv, n);
+  pthread_mutex_unlock(&s->wlock);
+  return rc;
 }
 
 int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key, size_t klen,
@@ -959,37 +1099,53 @@ int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key
 }
 
 int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t) {
-  sl_seg *ng;
+  int rc;
   pthread_mutex_lock(&s->wlock);
-  ng = seg_new(s, t, s->tables[t].type, MIN_CAP, MIN_HEAP);
-  if (ng) {
-    seg_free(sh->segs[t], 1);
-    sh->segs[t] = ng;
-  }
+  rc = shadow_clear_locked(s, sh, t);
   pthread_mutex_unlock(&s->wlock);
-  return ng ? 0 : SL_ENOMEM;
+  return rc;
 }
 
-void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh) {
-  int i;
+int sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh) {
+  int i, rc = 0;
+  sl_wlog *l;
   sl_seg **old = calloc((size_t)s->ntables, sizeof *old);
   pthread_mutex_lock(&s->wlock);
+  /* the live writes made while the reload ran, in their order, then the swap */
+  for (l = s->log; l && !rc; l = l->next)
+    rc = l->clear ? shadow_clear_locked(s, sh, l->table)
+                  : shadow_write_locked(s, sh, l->table, l->kv, l->n);
+  if (!rc && !old) rc = SL_ENOMEM;
+  if (rc) {
+    pthread_mutex_unlock(&s->wlock);
+    free(old);
+    sl_store_shadow_abort(s, sh);
+    return rc;
+  }
   for (i = 0; i < s->ntables; i++) {
-    if (old) old[i] = s->tables[i].cur;
+    old[i] = s->tables[i].cur;
     __atomic_store_n(&s->tables[i].cur, sh->segs[i], __ATOMIC_SEQ_CST);
     s->tables[i].version++;
   }
   dir_write(s); /* Python readers switch every table at once */
-  for (i = 0; i < s->ntables; i++)
-    if (old && old[i]) retire(s, old[i]);
+  for (i = 0; i < s->ntables; i++) retire(s, old[i]);
+  s->shadow = NULL;
+  wlog_free(s);
   pthread_mutex_unlock(&s->wlock);
   free(old);
   free(sh->segs);
   sh->segs = NULL;
+  return 0;
 }
 
 void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh) {
   int i;
+  pthread_mutex_lock(&s->wlock);
+  if (s->shadow == sh) {
+    s->shadow = NULL;
+    wlog_free(s);
+  }
+  pthread_mutex_unlock(&s->wlock);
   if (!sh->segs) return;
   for (i = 0; i < s->ntables; i++) seg_free(sh->segs[i], 1);
   free(sh->segs);

@@ -1,6 +1,6 @@
 /* store.h: engine-owned tables in shared memory, read without locks.
  *
- * Each table lives in one segment: a file in /dev/shm mapped by the engine
+ * Each table lives in one segment: a file in /dev/shm (sl_store_shm_dir) mapped by the engine
  * read-write and by Python workers read-only. The segment is laid out with
  * offsets, never pointers:
  *
@@ -26,7 +26,7 @@
  * Keys are strings ('s' + bytes) or numbers ('n' + 8-byte double); values are
  * encoded bytes (a pickle of a plain value, see codec.h), decoded by the reader.
  *
- * Files: /dev/shm/slither.<pid>.<token>.<store> (the directory) and
+ * Files: <shm dir>/slither.<pid>.<token>.<store> (the directory) and
  * .<store>.<table index>.<generation> (segments). The token is 16 random hex digits
  * drawn once per process, so no other user can create a file where a store will be;
  * every file is created with O_EXCL | O_NOFOLLOW, mode 0600, and checked with
@@ -88,12 +88,21 @@ typedef struct sl_store {
   uint64_t gen;         /* last generation handed out */
   int pid;
   int users; /* host threads holding it through sl_store_find */
+  /* A reload in progress, and the live writes made meanwhile (from Lua while load
+   * waits, or from host threads), applied again to its fresh tables before the swap. */
+  struct sl_store_shadow *shadow;
+  struct sl_wlog *log, **log_tail;
   sl_seg_pin pins[SL_SEG_STRIPES];
 } sl_store;
 
 /* The process's store token (16 hex digits), drawn from the kernel's random source
  * on first use; NULL when no random bytes could be had (then no store starts). */
 const char *sl_store_token(void);
+
+/* The directory of the process's store files: $SLITHER_SHM_DIR when it is set (an
+ * absolute path; a test mounts a small tmpfs there), else /dev/shm. Read once;
+ * workers get it in SLITHER_SHM_DIR. */
+const char *sl_store_shm_dir(void);
 
 /* A value read: bytes copied out (the caller frees vals[i].data via sl_store_vals_free). */
 typedef struct sl_val {
@@ -143,7 +152,11 @@ typedef struct sl_kv {
 int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n);
 int sl_store_clear(sl_store *s, int t);
 
-/* Reload: fill fresh segments, then swap every table at once. */
+/* Reload: fill fresh segments, then swap every table at once. One reload at a time
+ * (begin returns SL_EINVAL while one runs). Live writes go on meanwhile and are
+ * kept in a log; commit applies them to the fresh tables, so they win over what
+ * the reload wrote and none is lost, then swaps. A commit that cannot apply them
+ * (no space, no memory) aborts: the live tables stay, with every write. */
 typedef struct sl_store_shadow {
   sl_seg **segs; /* one new segment per table, not yet visible */
 } sl_store_shadow;
@@ -153,7 +166,7 @@ int sl_store_shadow_write(sl_store *s, sl_store_shadow *sh, int t, const sl_kv *
 int sl_store_shadow_get(sl_store *s, sl_store_shadow *sh, int t, const char *key, size_t klen,
                         sl_val **vals, size_t *n);
 int sl_store_shadow_clear(sl_store *s, sl_store_shadow *sh, int t);
-void sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
+int sl_store_shadow_commit(sl_store *s, sl_store_shadow *sh);
 void sl_store_shadow_abort(sl_store *s, sl_store_shadow *sh);
 
 /* The running store of that name (any thread), or NULL; a found store stays

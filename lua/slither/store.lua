@@ -96,17 +96,45 @@ local function shadow_tables(store)
   return t
 end
 
+-- A write's outcome: true, or nil and the error (no_space, out_of_memory), the
+-- table as it was. A write in load that fails raises, and fails the reload even
+-- when load catches it: fresh tables missing a write must not replace the live ones.
+local function wrote(store, shadow, ok, kind, msg)
+  if ok then return true end
+  local err = { kind = kind, message = msg }
+  if shadow then
+    store.shadow_failure = store.shadow_failure or err
+    error(msg, 0)
+  end
+  return nil, err
+end
+
 local function run_load(store)
   local def = store.def
   if not def.load then return true end
   event("slither.store.reload.start", {}, { store = def.name })
   local t0 = core.now()
-  store.h:shadow_begin()
-  local ok, err = pcall(def.load, shadow_tables(store))
-  store.h:shadow_end(ok)
+  local began, kind, msg = store.h:shadow_begin()
+  local ok, err, failure
+  if began then
+    store.shadow_failure = nil
+    ok, err = pcall(def.load, shadow_tables(store))
+    failure, store.shadow_failure = store.shadow_failure, nil
+    if failure then ok, err = false, failure.message end
+    local done, k2, m2 = store.h:shadow_end(ok)
+    if ok and not done then
+      failure = { kind = k2, message = m2 }
+      ok, err = false, m2
+    end
+  else
+    failure = { kind = kind, message = msg }
+    ok, err = false, msg
+  end
   event("slither.store.reload.stop", { duration_ms = core.now() - t0 },
     { store = def.name, ok = ok, error = not ok and tostring(err) or nil })
-  if not ok then return nil, { kind = "load_failed", message = tostring(err) } end
+  if not ok then
+    return nil, { kind = failure and failure.kind or "load_failed", message = tostring(err) }
+  end
   return true
 end
 
@@ -122,8 +150,10 @@ function M.start(def)
     names[i] = t.name
     types[i] = TYPES[t.type or "set"]
   end
-  local store = setmetatable({ name = def.name, def = def, h = core.store_new(def.name, names,
-    types), tables = {}, types = {}, sorted = {} }, Store)
+  local h, kind, msg = core.store_new(def.name, names, types)
+  if not h then return nil, { kind = kind, message = msg } end
+  local store = setmetatable({ name = def.name, def = def, h = h, tables = {}, types = {},
+    sorted = {} }, Store)
   for _, t in ipairs(def.tables) do
     store.tables[t.name] = setmetatable({ store = store, name = t.name }, Table)
     store.types[t.name] = t.type or "set"
@@ -144,8 +174,8 @@ function M.get(name)
   return stores[name]
 end
 
--- The start of every file name of this process's stores in /dev/shm
--- ("/dev/shm/slither.<pid>.<token>."): the token is random, so no other user can
+-- The start of every file name of this process's stores in /dev/shm, or in
+-- $SLITHER_SHM_DIR ("/dev/shm/slither.<pid>.<token>."): the token is random, so no other user can
 -- create a file where a store will be.
 function M.files_prefix()
   return core.store_files_prefix()
@@ -280,8 +310,10 @@ end
 
 function Store:put(tbl, key, value, _shadow)
   if value == nil then error("store:put: value is nil (use store:delete)", 2) end
-  self.h:put(tbl, key, value, _shadow)
+  local ok, err = wrote(self, _shadow, self.h:put(tbl, key, value, _shadow))
+  if not ok then return nil, err end
   event("slither.store.write", { count = 1 }, { store = self.name, table = tbl, operation = "put" })
+  return true
 end
 
 -- All or nothing: every value is encoded before anything is written, and readers
@@ -290,22 +322,28 @@ function Store:put_many(tbl, map, _shadow)
   if type(map) ~= "table" then
     error("store:put_many: expected a table of key = value, got " .. type(map), 2)
   end
-  self.h:put_many(tbl, map, _shadow)
+  local ok, err = wrote(self, _shadow, self.h:put_many(tbl, map, _shadow))
+  if not ok then return nil, err end
   local n = 0
   for _ in pairs(map) do n = n + 1 end
   event("slither.store.write", { count = n },
     { store = self.name, table = tbl, operation = "put_many" })
+  return true
 end
 
 function Store:delete(tbl, key, _shadow)
-  self.h:delete(tbl, key, _shadow)
+  local ok, err = wrote(self, _shadow, self.h:delete(tbl, key, _shadow))
+  if not ok then return nil, err end
   event("slither.store.write", { count = 1 },
     { store = self.name, table = tbl, operation = "delete" })
+  return true
 end
 
 function Store:clear(tbl, _shadow)
-  self.h:clear(tbl, _shadow)
+  local ok, err = wrote(self, _shadow, self.h:clear(tbl, _shadow))
+  if not ok then return nil, err end
   event("slither.store.write", { count = 0 }, { store = self.name, table = tbl, operation = "clear" })
+  return true
 end
 
 -- Read, compute, write: fn(current) returns the new value (nil deletes). If fn
@@ -315,7 +353,13 @@ function Store:update(tbl, key, fn)
   local cur = self.h:get(tbl, key)
   local ok, new = pcall(fn, cur)
   if not ok then return nil, { kind = "update_failed", message = tostring(new) } end
-  if new == nil then self.h:delete(tbl, key) else self.h:put(tbl, key, new) end
+  local wok, werr
+  if new == nil then
+    wok, werr = wrote(self, false, self.h:delete(tbl, key))
+  else
+    wok, werr = wrote(self, false, self.h:put(tbl, key, new))
+  end
+  if not wok then return nil, werr end
   event("slither.store.write", { count = 1 },
     { store = self.name, table = tbl, operation = "update" })
   return new

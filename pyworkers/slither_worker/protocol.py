@@ -48,6 +48,7 @@ ERROR_KINDS = (
     "too_big",
     "not_found",
     "canceled",
+    "no_space",
 )
 
 EPYTHON = "python"             # the function raised

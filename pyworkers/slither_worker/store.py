@@ -93,7 +93,8 @@ def _engine_pid():
 
 def _dir_path(name):
     """/dev/shm/slither.<engine pid>.<token>.<name>: the token is random per engine
-    process and reaches its workers in SLITHER_STORE_TOKEN."""
+    process and reaches its workers in SLITHER_STORE_TOKEN, the directory (another
+    than /dev/shm when the engine has SLITHER_SHM_DIR) in SLITHER_SHM_DIR."""
     if not isinstance(name, str) or not name or "/" in name or "\0" in name:
         raise KeyError(f"no store named {name!r}: a store name is a non-empty str "
                        "without '/'")
@@ -101,7 +102,8 @@ def _dir_path(name):
     if not token:
         raise KeyError(f"no store named {name!r}: this process was not started by a "
                        "Slither engine (SLITHER_STORE_TOKEN is not set)")
-    return f"/dev/shm/slither.{_engine_pid()}.{token}.{name}"
+    shm = os.environ.get("SLITHER_SHM_DIR") or "/dev/shm"
+    return f"{shm}/slither.{_engine_pid()}.{token}.{name}"
 
 
 class StoreCorrupt(OSError):

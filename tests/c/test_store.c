@@ -252,10 +252,44 @@ static void test_api(void) {
       CHECK(sl_store_shadow_write(&s, &sh, 0, &kv, 1) == 0);
     }
     CHECK(get_str(&s, 0, k, buf, sizeof buf) == 1 && strcmp(buf, "old") == 0);
-    sl_store_shadow_commit(&s, &sh);
+    CHECK(sl_store_shadow_commit(&s, &sh) == 0);
     CHECK(get_str(&s, 0, k, buf, sizeof buf) == 1 && strcmp(buf, "new") == 0);
     CHECK(sl_store_size(&s, 0) == 3001);
     CHECK(sl_store_size(&s, 2) == 0); /* the reload replaced every table */
+  }
+
+  /* writes made while a reload runs are not lost: they are applied to the fresh
+   * tables before the swap, in their order, and win over what the reload wrote;
+   * one reload at a time (#12 item 6) */
+  {
+    sl_store_shadow sh, sh2;
+    key_t_ a = skey("a", 0), b = skey("b", 0), c = skey("c", 0), d = skey("d", 0);
+    sl_kv kva = { a.b, a.n, "reload", 6 }, kvb = { b.b, b.n, "reload", 6 };
+    sl_kv live_b = { b.b, b.n, "live", 4 }, live_c = { c.b, c.n, "live", 4 };
+    sl_kv del_a = { a.b, a.n, NULL, 0 }, live_d = { d.b, d.n, "live", 4 };
+    CHECK(sl_store_shadow_begin(&s, &sh) == 0);
+    CHECK(sl_store_shadow_begin(&s, &sh2) == SL_EINVAL);
+    CHECK(sl_store_shadow_write(&s, &sh, 0, &kva, 1) == 0);
+    CHECK(sl_store_write(&s, 0, &live_b, 1) == 0);  /* then overwritten by the reload... */
+    CHECK(sl_store_shadow_write(&s, &sh, 0, &kvb, 1) == 0);
+    CHECK(sl_store_write(&s, 0, &live_c, 1) == 0);
+    CHECK(sl_store_write(&s, 0, &del_a, 1) == 0);   /* a delete is a write too */
+    CHECK(sl_store_write(&s, 1, &live_d, 1) == 0);
+    CHECK(sl_store_clear(&s, 1) == 0);              /* and so is a clear */
+    CHECK(get_str(&s, 0, c, buf, sizeof buf) == 1 && strcmp(buf, "live") == 0);
+    CHECK(sl_store_shadow_commit(&s, &sh) == 0);
+    CHECK(get_str(&s, 0, b, buf, sizeof buf) == 1 && strcmp(buf, "live") == 0); /* ...not */
+    CHECK(get_str(&s, 0, c, buf, sizeof buf) == 1 && strcmp(buf, "live") == 0);
+    CHECK(get_str(&s, 0, a, buf, sizeof buf) == 0);
+    CHECK(sl_store_size(&s, 0) == 2);
+    CHECK(sl_store_size(&s, 1) == 0);
+    /* after the swap, writes go straight to the tables and nothing is logged */
+    CHECK(s.shadow == NULL && s.log == NULL);
+    CHECK(sl_store_shadow_begin(&s, &sh) == 0);
+    CHECK(sl_store_write(&s, 0, &live_d, 1) == 0);
+    sl_store_shadow_abort(&s, &sh); /* an aborted reload keeps the live tables */
+    CHECK(get_str(&s, 0, d, buf, sizeof buf) == 1 && strcmp(buf, "live") == 0);
+    CHECK(s.shadow == NULL && s.log == NULL);
   }
   CHECK(sl_store_bytes(&s) > 0);
   sl_store_destroy(&s);
@@ -524,7 +558,7 @@ static void stress(void) {
           sl_kv f = { fk.b, fk.n, "reloaded", 8 };
           sl_store_shadow_write(&S, &sh, T_PAIR, &f, 1);
         }
-        sl_store_shadow_commit(&S, &sh);
+        CHECK(sl_store_shadow_commit(&S, &sh) == 0);
         reloads++;
       }
     }

@@ -617,6 +617,50 @@ describe("slither.store", function()
     assert.are.equal("failreload", last.store)
   end)
 
+  it("writes made while load waits survive the swap; a second reload returns nil, err (#12 item 6)",
+    function()
+    local pool = H.pool{ size = 1 }
+    local phase = 0
+    local st = start{ name = "reloadlive", tables = { { name = "s" }, { name = "b", type = "bag" } },
+      load = function(t)
+        t.s:put("base", phase)
+        t.s:put("contested", "from load")
+        if phase > 0 then slither.sleep(150) end -- a source that takes its time
+        t.s:put("late", phase)
+      end }
+    st:put("s", "gone", 1)
+    phase = 1
+    local writer = slither.spawn(function()
+      slither.sleep(40) -- the reload below is waiting in load by now
+      assert(st:put("s", "live", "w"))
+      assert(st:put("s", "contested", "live"))
+      assert(st:delete("s", "gone"))
+      assert(st:put_many("s", { m1 = 1, m2 = 2 }))
+      assert(st:put("b", "k", "v1"))
+      assert(st:update("s", "counter", function(c) return (c or 0) + 1 end))
+      return st:reload()
+    end)
+    local ok, err = st:reload()
+    assert.is_true(ok, err and err.message)
+    local joined, r2, e2 = writer:join()
+    assert.is_true(joined, r2)
+    assert.is_nil(r2)
+    assert.are.equal("reloading", e2.kind)
+    assert.truthy(e2.message:find("already running", 1, true), e2.message)
+    -- the fresh tables hold what load wrote and every write made meanwhile, which
+    -- wins over load's where both wrote one key
+    assert.are.same({ 1, 1, "w", "live", 1, 2, 1 },
+      st:get_many("s", { "base", "late", "live", "contested", "m1", "m2", "counter" }))
+    assert.is_nil(st:get("s", "gone"))
+    assert.are.same({ "v1" }, st:get("b", "k"))
+    assert.are.same({ { "w", "live" } }, pool:call(M, "get_many",
+      { { "reloadlive", "s", { "live", "contested" } } }))
+    -- once the swap is done, a reload replaces the tables again
+    phase = 0
+    assert.is_true(st:reload())
+    assert.is_nil(st:get("s", "live"))
+  end)
+
   it("delete and clear inside load write to the fresh tables, not the live ones ", function()
     local fail = false
     local st = start{ name = "shadowdel", tables = { { name = "s" }, { name = "o", type = "ordered_set" } },
