@@ -1049,12 +1049,14 @@ typedef struct pdec {
   int hint;
   int marks[PK_MAX_MARKS];
   int nmarks;
+  int shared; /* a memo reference fetched a table: heights must be walked */
   /* The height of each table on the machine's stack (dep[i] for stack index
    * base + 1 + i; other slots are not kept). Folding items into a container
    * raises its height, and a value taller than SL_CODEC_MAX_DEPTH is refused, as
    * the JSON reader refuses one nested too deeply. A table fetched from the memo
-   * counts as height 1: Python's pickler writes values depth first, so only
-   * shared references go by there. */
+   * counts as height 1 here (it may still be filling), so once one was fetched
+   * the finished value is walked again by pk_check_shared: shared references
+   * can hide height, or make a cycle, that no count on the stack sees. */
   int *dep;
   size_t dep_cap;
   char *err;
@@ -1187,6 +1189,53 @@ static int pk_tuple(pdec *d, int n, int op) {
   return pk_set_dep(d, lua_gettop(L), h);
 }
 
+/* The height of the table at idx, whose nested tables are all decoded: seen maps
+ * each table to its height, or to false while it is being walked, so a cycle is
+ * found and a table shared many times is walked once. -1 when the height
+ * passes SL_CODEC_MAX_DEPTH or a table holds itself. */
+static int pk_height(lua_State *L, int idx, int seen, int depth) {
+  int h = 1;
+  if (depth >= SL_CODEC_MAX_DEPTH || !lua_checkstack(L, 4)) return -1;
+  lua_pushvalue(L, idx);
+  lua_rawget(L, seen);
+  if (lua_isboolean(L, -1)) return lua_pop(L, 1), -1;
+  if (lua_isnumber(L, -1)) {
+    h = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return depth + h > SL_CODEC_MAX_DEPTH ? -1 : h;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, 0);
+  lua_rawset(L, seen);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_istable(L, -1)) {
+      int k = pk_height(L, lua_gettop(L), seen, depth + 1);
+      if (k < 0) return lua_pop(L, 2), -1;
+      if (k + 1 > h) h = k + 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, h);
+  lua_rawset(L, seen);
+  return h;
+}
+
+/* The decoded value on top is refused when shared references made it taller
+ * than the writer goes, or made it hold itself: every value read must write. */
+static int pk_check_shared(pdec *d) {
+  lua_State *L = d->L;
+  int h;
+  if (!d->shared || !lua_istable(L, -1)) return 0;
+  lua_newtable(L);
+  h = pk_height(L, lua_gettop(L) - 1, lua_gettop(L), 0);
+  lua_pop(L, 1);
+  if (h < 0) return pk_fail(d, "nested too deeply, or a value that holds itself", '.');
+  return 0;
+}
+
 /* Byte i of the magnitude. For a negative value it is ~b[i] plus a carry that
  * reaches byte i only when every byte below it is zero: z is the lowest nonzero
  * byte. */
@@ -1297,6 +1346,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
   d.p = d.start = (const unsigned char *)data;
   d.end = d.p + len;
   d.nmarks = 0;
+  d.shared = 0;
   d.dep = NULL;
   d.dep_cap = 0;
   d.err = err;
@@ -1332,6 +1382,7 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
           rc = pk_fail(&d, "STOP with a stack that is not one value", op);
           goto out;
         }
+        if ((rc = pk_check_shared(&d))) goto out;
         lua_replace(L, d.array_mt); /* the value takes the first slot */
         lua_settop(L, top + 1);
         free(d.dep);
@@ -1468,7 +1519,10 @@ int sl_codec_decode_pickle(lua_State *L, const char *data, size_t len, int hint,
           rc = pk_fail(&d, "memo reference to nothing", op);
           goto out;
         }
-        if (lua_istable(L, -1) && (rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
+        if (lua_istable(L, -1)) {
+          d.shared = 1;
+          if ((rc = pk_set_dep(&d, lua_gettop(L), 1))) goto out;
+        }
         break;
       }
       case 0x8f: case 0x90: case 0x91: /* EMPTY_SET, ADDITEMS, FROZENSET */

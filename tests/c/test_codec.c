@@ -879,6 +879,43 @@ static void expect_pickle_error(const char *p, size_t n, const char *frag) {
   CHECKF(strstr(err, frag) != NULL, "pickle: err '%s' lacks '%s'", err, frag);
 }
 
+/* Also found by tests/fuzz: a table fetched from the memo counted as height 1, so
+ * shared references built a value the writer refuses as nested too deeply, or a
+ * list that holds itself. n tuples, each holding the one before through the memo,
+ * sit side by side in an outer list: the outer list is n + 2 tall. */
+static int pickled_chain(int n) {
+  char p[1200];
+  size_t k = 0;
+  int i, rc;
+  memcpy(p, "\x80\x04](]\x94", 6);
+  k = 6;
+  for (i = 1; i <= n; i++) {
+    p[k++] = '(';
+    p[k++] = 'h';
+    p[k++] = (char)(i - 1);
+    p[k++] = 't';
+    p[k++] = (char)0x94;
+  }
+  p[k++] = 'e';
+  p[k++] = '.';
+  rc = sl_codec_decode_pickle(L, p, k, 0, err, sizeof err);
+  if (rc == 0) lua_pop(L, 1);
+  return rc;
+}
+
+static void test_fuzz_shared(void) {
+  /* PROTO 4, ] MEMOIZE BINGET 0 APPEND STOP: a list appended to itself */
+  expect_pickle_error("\x80\x04]\x94h\x00" "a.", 8, "holds itself");
+  /* a dict that holds itself under a key */
+  expect_pickle_error("\x80\x04}\x94\x8c\x01kh\x00s.", 11, "holds itself");
+  CHECKF(pickled_chain(198) == 0, "a 200-tall shared chain: %s", err);
+  CHECK(pickled_chain(199) == SL_ECODEC && strstr(err, "nested too deeply"));
+  /* a table shared twice at once is not a cycle: [[x, x]] with x = [] */
+  CHECKF(sl_codec_decode_pickle(L, "\x80\x04](]\x94h\x00" "e.", 10, 0, err, sizeof err) == 0,
+         "a shared list: %s", err);
+  lua_settop(L, 0);
+}
+
 static void test_fuzz_findings(void) {
   /* PROTO 4, ]  ]  N  s  . : SETITEM into a list */
   expect_pickle_error("\x80\x04]]Ns.", 7, "SETITEMS without a dict");
@@ -900,6 +937,7 @@ static void test_fuzz_findings(void) {
   expect_dec_error("[\"a\\n\xc3\"]", 8, NULL, 0, "not valid UTF-8");
   CHECK(decode_str("\"\xc3\xa9\\n\"") == 0);
   lua_settop(L, 0);
+  test_fuzz_shared();
 }
 
 int main(void) {
