@@ -1189,50 +1189,77 @@ static int pk_tuple(pdec *d, int n, int op) {
   return pk_set_dep(d, lua_gettop(L), h);
 }
 
-/* The height of the table at idx, whose nested tables are all decoded: seen maps
- * each table to its height, or to false while it is being walked, so a cycle is
- * found and a table shared many times is walked once. -1 when the height
- * passes SL_CODEC_MAX_DEPTH or a table holds itself. */
-static int pk_height(lua_State *L, int idx, int seen, int depth) {
-  int h = 1;
+/* A walk of a value whose shared references must be checked: seen maps each
+ * table to its shape (height and expanded size, see pk_shape), or to false while
+ * it is being walked, so a cycle is found and a table shared many times is
+ * walked once. */
+typedef struct pk_walk {
+  lua_State *L;
+  int seen;
+  double limit; /* the most values the expanded value may count */
+} pk_walk;
+
+/* The height of the table at idx (its nested tables all decoded) in *h and the
+ * number of values it holds once every shared reference is copied out, the
+ * table included, in *n (at most limit + 1). -1 when the height passes
+ * SL_CODEC_MAX_DEPTH or a table holds itself. A shape is kept in seen as one
+ * double, n * 256 + h, exact while n stays below 2^44. */
+static int pk_shape(pk_walk *w, int idx, int depth, int *h, double *n) {
+  lua_State *L = w->L;
   if (depth >= SL_CODEC_MAX_DEPTH || !lua_checkstack(L, 4)) return -1;
   lua_pushvalue(L, idx);
-  lua_rawget(L, seen);
+  lua_rawget(L, w->seen);
   if (lua_isboolean(L, -1)) return lua_pop(L, 1), -1;
   if (lua_isnumber(L, -1)) {
-    h = (int)lua_tointeger(L, -1);
+    double v = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    return depth + h > SL_CODEC_MAX_DEPTH ? -1 : h;
+    *h = (int)fmod(v, 256.0);
+    *n = floor(v / 256.0);
+    return depth + *h > SL_CODEC_MAX_DEPTH ? -1 : 0;
   }
   lua_pop(L, 1);
   lua_pushvalue(L, idx);
   lua_pushboolean(L, 0);
-  lua_rawset(L, seen);
+  lua_rawset(L, w->seen);
+  *h = 1;
+  *n = 1;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (lua_istable(L, -1)) {
-      int k = pk_height(L, lua_gettop(L), seen, depth + 1);
-      if (k < 0) return lua_pop(L, 2), -1;
-      if (k + 1 > h) h = k + 1;
-    }
+    int kh = 0;
+    double kn = 1;
+    if (lua_istable(L, -1) && pk_shape(w, lua_gettop(L), depth + 1, &kh, &kn) < 0)
+      return lua_pop(L, 2), -1;
+    if (kh + 1 > *h) *h = kh + 1;
+    *n += kn + 1; /* the key, and the value expanded */
+    if (*n > w->limit) *n = w->limit + 1;
     lua_pop(L, 1);
   }
   lua_pushvalue(L, idx);
-  lua_pushinteger(L, h);
-  lua_rawset(L, seen);
-  return h;
+  lua_pushnumber(L, *n * 256.0 + *h);
+  lua_rawset(L, w->seen);
+  return 0;
 }
 
 /* The decoded value on top is refused when shared references made it taller
- * than the writer goes, or made it hold itself: every value read must write. */
+ * than the writer goes, made it hold itself, or make it expand, once written
+ * again, to far more values than the pickle held (a few hundred bytes of
+ * references to references can stand for 2^100 values): every value read must
+ * write, in about the time it took to read. */
 static int pk_check_shared(pdec *d) {
   lua_State *L = d->L;
-  int h;
+  pk_walk w;
+  int h, rc;
+  double n, bytes = (double)(d->end - d->start);
   if (!d->shared || !lua_istable(L, -1)) return 0;
   lua_newtable(L);
-  h = pk_height(L, lua_gettop(L) - 1, lua_gettop(L), 0);
-  lua_pop(L, 1);
-  if (h < 0) return pk_fail(d, "nested too deeply, or a value that holds itself", '.');
+  w.L = L;
+  w.seen = lua_gettop(L);
+  w.limit = bytes * 1024.0 > 1048576.0 ? bytes * 1024.0 : 1048576.0;
+  rc = pk_shape(&w, lua_gettop(L) - 1, 0, &h, &n);
+  lua_settop(L, w.seen - 1);
+  if (rc < 0) return pk_fail(d, "nested too deeply, or a value that holds itself", '.');
+  if (n > w.limit)
+    return pk_fail(d, "shared references expand the value to over 1024 values per byte", '.');
   return 0;
 }
 

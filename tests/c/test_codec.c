@@ -903,7 +903,29 @@ static int pickled_chain(int n) {
   return rc;
 }
 
+/* X0 = [], Xk = (Xk-1, Xk-1): n levels stand for 2^n values in 4n bytes */
+static int pickled_diamond(int n) {
+  char p[1200];
+  size_t k = 0;
+  int i, rc;
+  memcpy(p, "\x80\x04]\x94", 4);
+  k = 4;
+  for (i = 1; i <= n; i++) {
+    p[k++] = 'h'; /* Xk-1 is on top already: one more of it */
+    p[k++] = (char)(i - 1);
+    p[k++] = (char)0x86; /* TUPLE2 */
+    p[k++] = (char)0x94;
+  }
+  p[k++] = '.';
+  rc = sl_codec_decode_pickle(L, p, k, 0, err, sizeof err);
+  if (rc == 0) lua_pop(L, 1);
+  return rc;
+}
+
 static void test_fuzz_shared(void) {
+  static char big[8000];
+  size_t k = 0;
+  int i;
   /* PROTO 4, ] MEMOIZE BINGET 0 APPEND STOP: a list appended to itself */
   expect_pickle_error("\x80\x04]\x94h\x00" "a.", 8, "holds itself");
   /* a dict that holds itself under a key */
@@ -913,6 +935,20 @@ static void test_fuzz_shared(void) {
   /* a table shared twice at once is not a cycle: [[x, x]] with x = [] */
   CHECKF(sl_codec_decode_pickle(L, "\x80\x04](]\x94h\x00" "e.", 10, 0, err, sizeof err) == 0,
          "a shared list: %s", err);
+  lua_settop(L, 0);
+  /* a pickle bomb: 40 levels of pairs stand for 2^40 values */
+  CHECKF(pickled_diamond(10) == 0, "2^10 values from a diamond: %s", err);
+  CHECK(pickled_diamond(40) == SL_ECODEC && strstr(err, "expand"));
+  /* what Python writes for [x] * 1000 with x a list of 2,000 ints still reads */
+  memcpy(big, "\x80\x04](]\x94(", 7);
+  k = 7;
+  for (i = 0; i < 2000; i++) big[k++] = 'K', big[k++] = 1;
+  big[k++] = 'e';
+  for (i = 1; i < 1000; i++) big[k++] = 'h', big[k++] = 0;
+  big[k++] = 'e';
+  big[k++] = '.';
+  CHECKF(sl_codec_decode_pickle(L, big, k, 0, err, sizeof err) == 0 && lua_objlen(L, -1) == 1000,
+         "[x] * 1000: %s", err);
   lua_settop(L, 0);
 }
 
