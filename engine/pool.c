@@ -806,9 +806,15 @@ uint32_t sl_pool_call(sl_pool *p, const char *module, const char *function,
   }
   /* meta: {"m":module,"f":function,"s":session} */
   sl_buf_append(&c->meta, "{\"m\":", 5);
-  sl_json_string(&c->meta, (const unsigned char *)module, strlen(module));
+  if (sl_json_string(&c->meta, (const unsigned char *)module, strlen(module)) == 1) {
+    fail_call(c, SL_EINVAL, "%s", "module name is not valid UTF-8");
+    return 0;
+  }
   sl_buf_append(&c->meta, ",\"f\":", 5);
-  sl_json_string(&c->meta, (const unsigned char *)function, strlen(function));
+  if (sl_json_string(&c->meta, (const unsigned char *)function, strlen(function)) == 1) {
+    fail_call(c, SL_EINVAL, "%s", "function name is not valid UTF-8");
+    return 0;
+  }
   if (session) {
     sl_buf_append(&c->meta, ",\"s\":", 5);
     if (sl_json_string(&c->meta, (const unsigned char *)session, strlen(session)) == 1) {

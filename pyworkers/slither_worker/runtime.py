@@ -35,6 +35,18 @@ _name = os.environ.get("SLITHER_WORKER_NAME", "worker")
 _worker = None
 
 
+def _describe(e, with_type=True):
+    """str(e), prefixed with its type's name; an exception whose __str__ raises
+    (or returns something that is not a str) is named by its type alone."""
+    try:
+        text = str(e)
+        if not isinstance(text, str):
+            raise TypeError
+    except BaseException:
+        text = f"<the {type(e).__name__}'s __str__ failed>"
+    return f"{type(e).__name__}: {text}" if with_type else text
+
+
 class ViewError(Exception):
     """A view failed in the engine: its handler raised, timed out, or the view is
     not visible to this call's session."""
@@ -183,25 +195,26 @@ class Worker:
         try:
             func = self.resolve(mod, fn)
         except LookupError as e:
-            return self.error(rid, EIMPORT, "LookupError", str(e))
+            return self.error(rid, EIMPORT, "LookupError", _describe(e, False))
         except BaseException as e:  # ImportError, SyntaxError, anything at import time
             if isinstance(e, ModuleNotFoundError) and e.name and mod.startswith(e.name):
                 msg = f"module '{mod}' not found"
             else:
-                msg = f"importing module '{mod}' failed: {type(e).__name__}: {e}"
+                msg = f"importing module '{mod}' failed: {_describe(e)}"
             return self.error(rid, EIMPORT, type(e).__name__, msg, traceback.format_exc())
         pickled = flags & FRAME_FLAG_PICKLE
         try:
             args = codec.loads_pickle(data) if pickled else codec.decode(data, att)
         except Exception as e:
-            return self.error(rid, ECODEC, type(e).__name__, f"could not decode payloads: {e}")
+            return self.error(rid, ECODEC, type(e).__name__,
+                              f"could not decode payloads: {_describe(e, False)}")
         _local.session = m.get("s")
         _local.call_id = rid
         try:
             res = func(args)
         except BaseException as e:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
-            return self.error(rid, EPYTHON, type(e).__name__, str(e), tb)
+            return self.error(rid, EPYTHON, type(e).__name__, _describe(e, False), tb)
         finally:
             _local.session = None
             _local.call_id = None
@@ -219,23 +232,38 @@ class Worker:
         try:
             out, oatt = codec.encode(res)
         except Exception as e:  # TypeError, ValueError, RecursionError (too deep)
-            return self.error(rid, ECODEC, type(e).__name__, f"could not encode the results: {e}")
+            return self.error(rid, ECODEC, type(e).__name__,
+                              f"could not encode the results: {_describe(e, False)}")
         self.chan.send(FRAME_RESULT, rid, b"", out, oatt)
 
     def safe_call(self, rid, *a):
         """Run a call and answer it, whatever fails: the engine waits for an answer
         to every call, and an exception lost in a pool thread (or one that ends the
-        reader loop) would leave it waiting, or kill the worker over one result."""
+        reader loop) would leave it waiting, or kill the worker over one result.
+        Nothing here may raise again: the exception's text and traceback are taken
+        through _describe, since user code chose their __str__."""
         try:
             self.call(rid, *a)
         except OSError:
             os._exit(0)  # the engine went away while we were answering
         except BaseException as e:
+            self.last_resort(rid, e)
+
+    def last_resort(self, rid, e):
+        """Answer call rid with the exception e that escaped Worker.call."""
+        try:
             try:
-                self.error(rid, EPYTHON, type(e).__name__,
-                           f"the worker could not answer the call: {type(e).__name__}: {e}",
-                           traceback.format_exc())
-            except OSError:
+                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            except BaseException:
+                tb = ""
+            self.error(rid, EPYTHON, type(e).__name__,
+                       f"the worker could not answer the call: {_describe(e)}", tb)
+        except OSError:
+            os._exit(0)
+        except BaseException:  # even json.dumps failed: answer with what is sure to encode
+            try:
+                self.error(rid, EPYTHON, "Exception", "the worker could not answer the call")
+            except BaseException:
                 os._exit(0)
 
     def submit(self, job):
@@ -278,7 +306,13 @@ class Worker:
         att = bytes(frame[off + dlen:]) if off + dlen < len(frame) else b""
         if kind == FRAME_CALL:
             self.spin_next = flags & FRAME_FLAG_SPIN
-            job = (rid, self.call_meta(meta), data, att, flags)
+            try:
+                m = self.call_meta(meta)
+                m["m"], m["f"]
+            except Exception as e:  # the engine checks names; this answers, whatever came
+                return self.error(rid, ECODEC, type(e).__name__,
+                                  f"the call's header could not be read: {_describe(e, False)}")
+            job = (rid, m, data, att, flags)
             if self.pool is not None:
                 self.submit(job)
             else:

@@ -35,5 +35,39 @@ describe("the worker runtime", function()
         assert.are.same({ pid }, pool:call("sl_worker_mod", "pid", { 0 }))
         assert.are.equal(0, pool:stats().restarts)
       end)
+
+    for _, case in ipairs({
+      { "unprintable", "python", "_Unprintable", "__str__ failed" },
+      { "not_text", "python", "_NotText", "__str__ failed" },
+      { "bad_tolist", "codec", "_Unprintable", "could not encode the results" },
+      { "interrupt_tolist", "python", "KeyboardInterrupt", "could not answer the call" },
+    }) do
+      it(("answers a call whose exception escapes the runtime: %s (threads = %d) (#12 item 11)")
+          :format(case[1], threads), function()
+        local pool = H.pool{ size = 1, threads = threads, call_timeout_ms = 30000 }
+        local pid = pool:call("sl_worker_mod", "pid", { 0 })[1]
+        local r, err = pool:call("sl_worker_mod", case[1], { 1, 2 })
+        assert.is_nil(r)
+        assert.are.equal(case[2], err.kind, err.message)
+        assert.are.equal(case[3], err.type, err.message)
+        assert.truthy(err.message:find(case[4], 1, true), err.message)
+        assert.are.same({ pid }, pool:call("sl_worker_mod", "pid", { 0 }))
+        assert.are.equal(0, pool:stats().restarts)
+      end)
+    end
+
+    it(("refuses a module or function name that is not UTF-8 (threads = %d) (#12 item 11)")
+        :format(threads), function()
+      local pool = H.pool{ size = 1, threads = threads, call_timeout_ms = 30000 }
+      local pid = pool:call("sl_worker_mod", "pid", { 0 })[1]
+      local r, err = pool:call("sl_worker_mod\255", "pid", { 0 })
+      assert.is_nil(r)
+      assert.truthy(err.message:find("module name is not valid UTF-8", 1, true), err.message)
+      r, err = pool:call("sl_worker_mod", "p\192id", { 0 })
+      assert.is_nil(r)
+      assert.truthy(err.message:find("function name is not valid UTF-8", 1, true), err.message)
+      assert.are.same({ pid }, pool:call("sl_worker_mod", "pid", { 0 }))
+      assert.are.equal(0, pool:stats().restarts)
+    end)
   end
 end)
