@@ -12,7 +12,9 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,7 +229,10 @@ static int l_timer(lua_State *L) {
    * run in the same pass of the loop, again and again, starving I/O: sleep(0)
    * waits 1 ms, one turn of the loop. */
   uv_update_time(c->e.loop);
-  uv_timer_start(&lt->t, timer_cb, ms >= 1 ? (uint64_t)ms : 1, 0);
+  /* NaN waits 1 ms; anything past 2^53 ms (285,000 years) waits that long */
+  uv_timer_start(&lt->t, timer_cb, ms >= 1 ? (ms < 9007199254740992.0 ? (uint64_t)ms
+                                                                      : (uint64_t)1 << 53)
+                                           : 1, 0);
   return 1;
 }
 
@@ -466,6 +471,25 @@ static void event_cb(sl_pool *p, const sl_pool_event *ev, void *ud) {
 
 static int result_check(sl_call *c, void *ud);
 
+/* The number at idx as an option of the C side, raising a message that names it
+ * when it is not a number in [lo, hi] (NaN and infinities never are). mode 0: an
+ * integer; 1: milliseconds, a fraction rounded up (0.5 is 1 ms, not "none"); 2:
+ * any number. */
+static double opt_range(lua_State *L, const char *name, int idx, double lo, double hi,
+                        int mode) {
+  double v;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return luaL_error(L, "option '%s' must be a number, got %s", name, luaL_typename(L, idx));
+  v = lua_tonumber(L, idx);
+  if (mode == 1 && v > 0) v = ceil(v);
+  if (!(v >= lo && v <= hi) || (mode == 0 && v != floor(v)))
+    return luaL_error(L, "option '%s' must be %s from %g to %g, got %s", name,
+                      mode == 0 ? "an integer" : mode == 1 ? "a number of milliseconds"
+                                                           : "a number",
+                      lo, hi, lua_tostring(L, idx));
+  return v;
+}
+
 /* core.pool_start(opts, on_started[, on_event]) -> pool. on_started(true) or
  * (nil, err); on_event(ev) for every event from the first worker.start on. */
 static int l_pool_start(lua_State *L) {
@@ -478,27 +502,36 @@ static int l_pool_start(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   sl_pool_opts_default(&o);
-#define OPT_INT(name)                                  \
-  lua_getfield(L, 1, #name);                           \
-  if (!lua_isnil(L, -1)) o.name = (int)lua_tonumber(L, -1); \
+  /* Lua checked these already (slither.pool.start); a caller of core.pool_start
+   * that did not still gets a message naming the option, never a cast of a value
+   * outside an int (undefined) */
+#define OPT_INT(name, lo, hi)                                                      \
+  lua_getfield(L, 1, #name);                                                       \
+  if (!lua_isnil(L, -1)) o.name = (int)opt_range(L, #name, -1, lo, hi, 0);         \
   lua_pop(L, 1);
-#define OPT_NUM(name)                                  \
-  lua_getfield(L, 1, #name);                           \
-  if (!lua_isnil(L, -1)) o.name = lua_tonumber(L, -1); \
+#define OPT_MS(name, lo)                                                           \
+  lua_getfield(L, 1, #name);                                                       \
+  if (!lua_isnil(L, -1)) o.name = (int)opt_range(L, #name, -1, lo, INT_MAX, 1);    \
   lua_pop(L, 1);
-  OPT_INT(size)
-  OPT_INT(startup_timeout_ms)
-  OPT_INT(threads)
-  OPT_INT(call_timeout_ms)
-  OPT_INT(max_calls)
-  OPT_NUM(max_calls_jitter)
-  OPT_INT(max_rss_mb)
-  OPT_NUM(ttl_s)
-  OPT_INT(max_start_failures)
+#define OPT_NUM(name, lo, hi)                                                      \
+  lua_getfield(L, 1, #name);                                                       \
+  if (!lua_isnil(L, -1)) o.name = opt_range(L, #name, -1, lo, hi, 2);              \
+  lua_pop(L, 1);
+  OPT_INT(size, 1, 4096)
+  OPT_MS(startup_timeout_ms, 1)
+  OPT_INT(threads, 1, 4096)
+  OPT_MS(call_timeout_ms, 0)
+  OPT_INT(max_calls, 0, INT_MAX)
+  OPT_NUM(max_calls_jitter, 0, 0.999999)
+  OPT_INT(max_rss_mb, 0, 1048576)
+  OPT_NUM(ttl_s, 0, 1e9)
+  OPT_INT(max_start_failures, 1, INT_MAX)
 #undef OPT_INT
+#undef OPT_MS
 #undef OPT_NUM
   lua_getfield(L, 1, "max_frame_mb");
-  if (!lua_isnil(L, -1)) o.max_frame_bytes = (size_t)(lua_tonumber(L, -1) * 1024 * 1024);
+  if (!lua_isnil(L, -1))
+    o.max_frame_bytes = (size_t)(opt_range(L, "max_frame_mb", -1, 1, 4095, 2) * 1024 * 1024);
   lua_pop(L, 1);
   lua_getfield(L, 1, "codec");
   if (lua_isstring(L, -1))
@@ -763,7 +796,9 @@ static int submit(lua_State *L, lpool *lp, int items_idx, int first, int last, i
   const char *mod = luaL_checkstring(L, 2);
   const char *fn = luaL_checkstring(L, 3);
   const char *session = luaL_optstring(L, arg0, NULL);
-  int timeout = (int)luaL_optnumber(L, arg0 + 1, 0);
+  int timeout = lua_isnoneornil(L, arg0 + 1)
+                    ? 0
+                    : (int)opt_range(L, "timeout_ms", arg0 + 1, 0, INT_MAX, 1);
   const char *avoid = luaL_optstring(L, arg0 + 2, NULL);
   int sticky = lua_toboolean(L, arg0 + 3);
   sl_buf data, att;
@@ -1016,7 +1051,7 @@ static void stop_cb(sl_pool *p, void *ud) {
 /* pool:stop(grace_ms, cb): cb() when every worker is gone. */
 static int l_pool_stop(lua_State *L) {
   lpool *lp = check_pool(L, 1);
-  int grace = (int)luaL_optnumber(L, 2, 5000);
+  int grace = lua_isnoneornil(L, 2) ? 5000 : (int)opt_range(L, "grace_ms", 2, 0, INT_MAX, 1);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   if (lp->stop_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->stop_ref);
   lua_pushvalue(L, 3);

@@ -242,13 +242,26 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
                        int *err, char *msg, size_t msglen) {
   sl_pool *p;
   int i;
-  if (o->size < 1 || o->threads < 1 || o->startup_timeout_ms < 1 || o->call_timeout_ms < 0 ||
-      o->max_calls < 0 || o->max_rss_mb < 0 || o->ttl_s < 0 || o->max_frame_bytes < 1024 ||
-      o->max_calls_jitter < 0 || o->max_calls_jitter >= 1 || o->max_start_failures < 1 ||
-      o->codec < -1 || o->codec > SL_CODEC_PICKLE) {
-    *err = SL_EINVAL;
-    snprintf(msg, msglen, "invalid pool options");
-    return NULL;
+  {
+    /* the first option out of its range, by name (the Lua layer says the same) */
+    const char *bad = o->size < 1 || o->size > 4096           ? "size must be from 1 to 4096"
+                      : o->threads < 1 || o->threads > 4096   ? "threads must be from 1 to 4096"
+                      : o->startup_timeout_ms < 1             ? "startup_timeout_ms must be >= 1"
+                      : o->call_timeout_ms < 0                ? "call_timeout_ms must be >= 0"
+                      : o->max_calls < 0                      ? "max_calls must be >= 0"
+                      : o->max_rss_mb < 0                     ? "max_rss_mb must be >= 0"
+                      : !(o->ttl_s >= 0 && o->ttl_s <= 1e9)   ? "ttl_s must be from 0 to 1e9"
+                      : o->max_frame_bytes < 1024             ? "max_frame_bytes must be >= 1024"
+                      : !(o->max_calls_jitter >= 0 && o->max_calls_jitter < 1)
+                          ? "max_calls_jitter must be in [0, 1)"
+                      : o->max_start_failures < 1             ? "max_start_failures must be >= 1"
+                      : o->codec < -1 || o->codec > SL_CODEC_PICKLE ? "codec is not a codec"
+                                                                    : NULL;
+    if (bad) {
+      *err = SL_EINVAL;
+      snprintf(msg, msglen, "invalid pool option: %s", bad);
+      return NULL;
+    }
   }
   p = calloc(1, sizeof *p);
   if (!p) {

@@ -39,4 +39,29 @@ function M.check(fname, opts, spec, level)
   return opts
 end
 
+-- Spec entries for numbers the engine keeps in a C int: a value outside its range
+-- (or NaN, or infinite) would otherwise be cast without meaning.
+M.INT_MAX = 2147483647
+
+-- An integer from lo to hi (hi: INT_MAX unless given).
+function M.int(lo, hi)
+  hi = hi or M.INT_MAX
+  return { "number", function(v) return v >= lo and v <= hi and v % 1 == 0 end,
+           string.format("an integer from %d to %d", lo, hi) }
+end
+
+-- Milliseconds, from lo (0: none) to INT_MAX; a fraction is rounded up by the
+-- engine, so 0.5 means 1 ms, never "no timeout".
+function M.ms(lo)
+  return { "number", function(v) return v >= lo and v <= M.INT_MAX end,
+           string.format("a number of milliseconds from %d%s to %d", lo,
+                         lo == 0 and " (none)" or "", M.INT_MAX) }
+end
+
+-- A number from lo to hi (NaN refused).
+function M.num(lo, hi)
+  return { "number", function(v) return v >= lo and v <= hi end,
+           string.format("a number from %s to %s", tostring(lo), tostring(hi)) }
+end
+
 return M

@@ -19,20 +19,20 @@ Pool.__index = Pool
 -- option -> { lua type, check, what the check wants }
 local OPTIONS = {
   name = { "string" },
-  size = { "number", function(v) return v >= 1 and v % 1 == 0 end, "an integer >= 1" },
+  size = options.int(1, 4096),
   python = { "string" },
   path = { "table" },
   env = { "table" },
-  startup_timeout_ms = { "number", function(v) return v >= 1 end, "a number >= 1" },
-  threads = { "number", function(v) return v >= 1 and v % 1 == 0 end, "an integer >= 1" },
-  call_timeout_ms = { "number", function(v) return v >= 0 end, "a number >= 0" },
-  max_calls = { "number", function(v) return v >= 0 and v % 1 == 0 end, "an integer >= 0" },
+  startup_timeout_ms = options.ms(1),
+  threads = options.int(1, 4096),
+  call_timeout_ms = options.ms(0),
+  max_calls = options.int(0),
   max_calls_jitter = { "number", function(v) return v >= 0 and v < 1 end, "a fraction in [0, 1)" },
-  max_rss_mb = { "number", function(v) return v >= 0 end, "a number >= 0" },
-  ttl_s = { "number", function(v) return v >= 0 end, "a number >= 0" },
+  max_rss_mb = options.num(0, 1048576),
+  ttl_s = options.num(0, 1e9),
   affinity = { "string", function(v) return v == "hint" or v == "strict" end, '"hint" or "strict"' },
   max_frame_mb = { "number", function(v) return v >= 1 and v <= 4095 end, "a number in [1, 4095]" },
-  max_start_failures = { "number", function(v) return v >= 1 end, "a number >= 1" },
+  max_start_failures = options.int(1),
   codec = { "string", function(v) return v == "auto" or v == "json" or v == "pickle" end,
             '"auto", "json" or "pickle"' },
 }
@@ -106,7 +106,7 @@ end
 
 local CALL_OPTIONS = {
   session = { "string" },
-  timeout_ms = { "number", function(v) return v >= 0 end, "a number >= 0" },
+  timeout_ms = options.ms(0),
 }
 
 -- pool:call(module, fn, payloads, { session =, timeout_ms = }) -> results | nil, err
@@ -155,7 +155,7 @@ function Pool:release_session(id)
   self.handle:release_session(id)
 end
 
-local STOP_OPTIONS = { grace_ms = { "number", function(v) return v >= 0 end, "a number >= 0" } }
+local STOP_OPTIONS = { grace_ms = options.ms(0) }
 
 -- pool:stop{ grace_ms = 5000 }: in-flight calls get grace_ms to finish, then the
 -- workers get SIGTERM, then SIGKILL a second later. Returns when all are gone.

@@ -405,6 +405,45 @@ describe("slither.pool", function()
     assert.truthy(msg:find("already running", 1, true))
   end)
 
+  it("range-checks every numeric option, naming it (#12 item 16)", function()
+    local function refused(f, want)
+      local ok, msg = pcall(f)
+      assert.is_false(ok)
+      assert.truthy(tostring(msg):find(want, 1, true), msg)
+    end
+    refused(function() slither.pool.start{ size = 3e9 } end,
+      "option 'size' must be an integer from 1 to 4096, got 3000000000")
+    refused(function() slither.pool.start{ size = 0 / 0 } end, "option 'size' must be")
+    refused(function() slither.pool.start{ call_timeout_ms = 3e9 } end,
+      "option 'call_timeout_ms' must be a number of milliseconds from 0 (none) to 2147483647")
+    refused(function() slither.pool.start{ startup_timeout_ms = 1 / 0 } end,
+      "option 'startup_timeout_ms' must be")
+    refused(function() slither.pool.start{ max_calls = -1 } end, "option 'max_calls' must be")
+    refused(function() slither.pool.start{ max_rss_mb = 1e300 } end, "option 'max_rss_mb' must be")
+    refused(function() slither.pool.start{ max_start_failures = 2.5 } end,
+      "option 'max_start_failures' must be an integer")
+    refused(function() slither.dispatch.run({ 1 }, { module = "m", ["function"] = "f",
+      timeout_ms = 3e9 }) end, "option 'timeout_ms' must be")
+    refused(function() slither.dispatch.run({ 1 }, { module = "m", ["function"] = "f",
+      batch_size = 1e12 }) end, "option 'batch_size' must be an integer from 1 to 2147483647")
+    -- the C side names the option too, for a caller that skips the Lua checks
+    refused(function() slither.core.pool_start({ size = 1e10 }, function() end) end,
+      "option 'size' must be an integer from 1 to 4096, got 10000000000")
+    refused(function() slither.core.pool_start({ call_timeout_ms = -1 }, function() end) end,
+      "option 'call_timeout_ms' must be a number of milliseconds")
+    local pool = H.pool{ size = 1 }
+    refused(function() pool:call("sl_testmod", "double", { 1 }, { timeout_ms = 3e9 }) end,
+      "option 'timeout_ms' must be")
+    refused(function() pool:stop{ grace_ms = 1e12 } end, "option 'grace_ms' must be")
+    -- half a millisecond is a timeout of 1 ms, not "no timeout"
+    local r, err = pool:call("sl_testmod", "slow", { 0.3 }, { timeout_ms = 0.5 })
+    assert.is_nil(r)
+    assert.are.equal("timeout", err.kind)
+    -- a timer too long for any clock waits without a cast out of range
+    local t = slither.core.timer(1e300, function() end)
+    t:stop()
+  end)
+
   it("finishes in-flight calls when stopped with a grace period", function()
     local pool = H.pool{ size = 1 }
     local t = slither.spawn(function() return pool:call("sl_testmod", "slow", { 0.3 }) end)
