@@ -172,19 +172,33 @@ void sl_engine_close(sl_engine *e) {
   e->python = e->worker_path = e->lua_path = NULL;
 }
 
+/* A message of any length: most fit the stack buffer; a longer one (a worker's
+ * stderr line, a start-up failure with its stderr) is formatted again into the
+ * heap rather than cut, and cut only when that allocation fails. */
 void sl_log(sl_engine *e, int level, const char *fmt, ...) {
-  char msg[4096];
+  char small[4096], *msg = small;
   va_list ap;
+  int n;
   if (level > e->log_level) return;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
+  if (n >= (int)sizeof small) {
+    char *big = malloc((size_t)n + 1);
+    if (big) {
+      va_start(ap, fmt);
+      vsnprintf(big, (size_t)n + 1, fmt, ap);
+      va_end(ap);
+      msg = big;
+    }
+  }
   if (e->log_cb) {
     e->log_cb(e->log_ud, level, msg);
   } else {
     static const char *tags[] = {"error", "warn", "info", "debug"};
     fprintf(stderr, "slither %s: %s\n", tags[level], msg);
   }
+  if (msg != small) free(msg);
 }
 
 double sl_now_ms(sl_engine *e) {

@@ -62,6 +62,7 @@ struct sl_worker {
   char tail[TAIL_MAX];
   size_t tail_len;
   sl_buf outline, errline;
+  int outline_cont, errline_cont; /* the buffered line continues a logged piece */
   char reason[256];
   int fail_status;
   int retiring;
@@ -368,9 +369,11 @@ static void tail_add(sl_worker *w, const char *s, size_t n) {
   w->tail_len += n;
 }
 
-static void emit_line(sl_worker *w, int is_err, const char *s, size_t n) {
-  sl_log(w->pool->e, is_err ? SL_LOG_WARN : SL_LOG_INFO, "[%s %s] %.*s", w->name,
-         is_err ? "stderr" : "stdout", (int)n, s);
+/* cont: the line goes on from the piece logged before it (a line longer than
+ * LINE_MAX_BYTES is logged in pieces, each marked, none dropped). */
+static void emit_line(sl_worker *w, int is_err, const char *s, size_t n, int cont) {
+  sl_log(w->pool->e, is_err ? SL_LOG_WARN : SL_LOG_INFO, "[%s %s%s] %.*s", w->name,
+         is_err ? "stderr" : "stdout", cont ? ", continued" : "", (int)n, s);
 }
 
 static void lines_feed(sl_worker *w, int is_err, const char *s, size_t n) {
@@ -384,20 +387,25 @@ static void lines_feed(sl_worker *w, int is_err, const char *s, size_t n) {
     s += take;
     n -= take;
     if ((n && *s == '\n') || lb->len >= LINE_MAX_BYTES) {
-      emit_line(w, is_err, lb->data ? lb->data : "", lb->len);
+      int *cont = is_err ? &w->errline_cont : &w->outline_cont;
+      emit_line(w, is_err, lb->data ? lb->data : "", lb->len, *cont);
       lb->len = 0;
+      *cont = 0;
       if (n && *s == '\n') {
         s++;
         n--;
+      } else {
+        *cont = 1; /* cut at LINE_MAX_BYTES: the next piece continues it */
       }
     }
   }
 }
 
 static void lines_flush(sl_worker *w) {
-  if (w->outline.len) emit_line(w, 0, w->outline.data, w->outline.len);
-  if (w->errline.len) emit_line(w, 1, w->errline.data, w->errline.len);
+  if (w->outline.len) emit_line(w, 0, w->outline.data, w->outline.len, w->outline_cont);
+  if (w->errline.len) emit_line(w, 1, w->errline.data, w->errline.len, w->errline_cont);
   w->outline.len = w->errline.len = 0;
+  w->outline_cont = w->errline_cont = 0;
 }
 
 static void alloc_small(uv_handle_t *h, size_t sz, uv_buf_t *b) {
@@ -1377,14 +1385,23 @@ static void fail_start(sl_pool *p, sl_worker *w) {
   if (p->start_status) return;
   p->start_status = SL_ESTART;
   n = (size_t)snprintf(p->start_msg, sizeof p->start_msg, "worker %s ", w->name);
-  if (w->fail_status == SL_ESTART && w->reason[0])
-    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n, "%s", w->reason);
+  /* The engine's own reason first: a worker it killed (a bad frame, a bad hello,
+   * a timeout) died of SIGKILL, which says nothing. Then what the worker did:
+   * one that said hello and died is not one that never spoke. */
+  if (w->reason[0] && (w->fail_status == SL_ESTART || w->fail_status == SL_EPROTO))
+    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n, "%s%s", w->reason,
+                          w->hello_seen ? " (after its hello, before the pool was ready)"
+                                        : " (before its hello)");
   else if (w->term_signal)
-    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n,
-                          "was killed by signal %d before saying hello", w->term_signal);
+    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n, "was killed by signal %d %s",
+                          w->term_signal,
+                          w->hello_seen ? "after its hello, before the pool was ready"
+                                        : "before saying hello");
   else
-    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n,
-                          "exited with code %lld before saying hello", (long long)w->exit_status);
+    n += (size_t)snprintf(p->start_msg + n, sizeof p->start_msg - n, "exited with code %lld %s",
+                          (long long)w->exit_status,
+                          w->hello_seen ? "after its hello, before the pool was ready"
+                                        : "before saying hello");
   if (w->tail_len && n < sizeof p->start_msg)
     snprintf(p->start_msg + n, sizeof p->start_msg - n, "; stderr:\n%.*s", (int)w->tail_len,
              w->tail);

@@ -349,6 +349,28 @@ describe("slither.pool", function()
     assert.is_nil(slither.pool.get("bad"))
   end)
 
+  it("gives the real reason a start failed: a bad frame, a death after the hello (#12 item 17)",
+    function()
+    local odd = H.pypath .. "/odd_python.sh"
+    local p, err = slither.pool.start{ name = "odd1", size = 1, python = odd,
+      env = { SLITHER_TEST_ODD = "bad_frame" } }
+    assert.is_nil(p)
+    assert.are.equal("start_failed", err.kind)
+    assert.truthy(err.message:find("bad frame", 1, true), err.message)
+    assert.truthy(err.message:find("(before its hello)", 1, true), err.message)
+    assert.falsy(err.message:find("signal 9", 1, true), err.message)
+    local lock = os.tmpname()
+    os.remove(lock)
+    p, err = slither.pool.start{ name = "odd2", size = 2, python = odd,
+      env = { SLITHER_TEST_ODD = "hello_then_exit", SLITHER_TEST_LOCK = lock } }
+    os.remove(lock)
+    assert.is_nil(p)
+    assert.are.equal("start_failed", err.kind)
+    assert.truthy(err.message:find("exited with code 3 after its hello, before the pool was ready",
+      1, true), err.message)
+    assert.falsy(err.message:find("before saying hello", 1, true), err.message)
+  end)
+
   it("finds a bare interpreter name on each pool's own PATH (#12 item 3)", function()
     -- The engine remembers where a bare name was found; a pool with another PATH
     -- must search again, and its choice must not leak into pools on the default PATH.

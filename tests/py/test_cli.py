@@ -49,6 +49,33 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown option '--bogus'", r.stderr)
 
+    def test_a_long_stderr_line_is_logged_whole(self):
+        # One 20,000-byte stderr line from a worker: the log shows all of it, in
+        # marked pieces, where it used to keep the first 4 KB (#12 item 17).
+        odd = os.path.join(HERE, "odd_python.sh")
+        path = script(f"""
+            local slither = require("slither")
+            local pool = assert(slither.pool.start{{ size = 1, python = "{odd}",
+              path = {{ "{HERE}" }}, env = {{ SLITHER_TEST_ODD = "long_stderr" }} }})
+            assert(pool:call("sl_testmod", "double", {{ 21 }})[1] == 42)
+            pool:stop()
+        """)
+        try:
+            r = self.run_slither(path)
+        finally:
+            os.unlink(path)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        pieces = []
+        for line in r.stderr.splitlines():
+            if "stderr" in line and ("<" in line or "x" * 100 in line):
+                pieces.append(line)
+        self.assertGreater(len(pieces), 1, "the line was not split into pieces")
+        self.assertNotIn("continued", pieces[0])
+        for piece in pieces[1:]:
+            self.assertIn(" stderr, continued] ", piece)
+        text = "".join(piece.split("] ", 1)[1] for piece in pieces)
+        self.assertEqual(text, "<" + "x" * 19998 + ">")
+
     def test_bench_dispatch_repeats_and_checks_every_round(self):
         # A functional check of the benchmark program, not of its speed: every round
         # runs and checks its results, and the figure kept is the rounds' median.
