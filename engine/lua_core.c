@@ -400,6 +400,10 @@ static void start_cb(sl_pool *p, int status, const char *msg, void *ud) {
     lua_pushboolean(L, 1);
     cb_call(lp->core, 1);
   } else {
+    /* a pool that failed to start is stopped: as in stop_cb, let go of the view
+     * function, which holds its handle */
+    if (lp->view_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->view_ref);
+    lp->view_ref = LUA_NOREF;
     lua_pushnil(L);
     lua_createtable(L, 0, 3);
     set_str(L, "kind", sl_err_name(status));
@@ -1043,6 +1047,11 @@ static void stop_cb(sl_pool *p, void *ud) {
   (void)p;
   if (ref == LUA_NOREF || lp->core->closed) return;
   lp->stop_ref = LUA_NOREF;
+  /* A stopped pool asks no view again; the view function holds the handle (it
+   * answers through it), so keeping it would keep the handle, and the pool,
+   * alive for the engine's life. (Events go on: a call refused as stopped.) */
+  if (lp->view_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->view_ref);
+  lp->view_ref = LUA_NOREF;
   push_ref(L, ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   cb_call(lp->core, 0);
@@ -1072,13 +1081,11 @@ static int l_pool_stopped(lua_State *L) {
   return 1;
 }
 
-/* Collected pool: its workers must not outlive it. The engine frees the memory. */
+/* Collected pool: its workers must not outlive it, and its memory goes with it
+ * (once the engine closes, the engine frees what is left). */
 static int l_pool_gc(lua_State *L) {
   lpool *lp = luaL_checkudata(L, 1, POOL_MT);
-  if (lp->p && !lp->core->closed) {
-    sl_pool_detach(lp->p);
-    if (!sl_pool_is_stopped(lp->p)) sl_pool_kill(lp->p);
-  }
+  if (lp->p && !lp->core->closed) sl_pool_release(lp->p);
   if (lp->start_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->start_ref);
   if (lp->stop_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->stop_ref);
   if (lp->event_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, lp->event_ref);

@@ -106,6 +106,7 @@ struct sl_pool {
   int open_handles;
   int stop_phase;
   int timers_closed;
+  int released; /* no owner: freed when its last handle closes */
   int codec; /* decided by the first hello */
 };
 
@@ -1556,6 +1557,9 @@ static void pool_handle_closed(uv_handle_t *h) {
   sl_pool *p = h->data;
   p->open_handles--;
   check_stopped(p);
+  /* the pool's last handle closes after its last worker: a released pool has no
+   * owner left to free it (see sl_pool_release) */
+  if (p->released && sl_pool_is_stopped(p)) sl_pool_free(p);
 }
 
 static void check_stopped(sl_pool *p) {
@@ -1645,6 +1649,16 @@ void sl_pool_kill(sl_pool *p) {
   if (p->state != P_STOPPED && p->state != P_STOPPING) begin_stop(p);
   for (w = p->workers; w; w = w->next) worker_kill(w, SL_ESTOPPED, "pool killed");
   check_stopped(p);
+}
+
+void sl_pool_release(sl_pool *p) {
+  sl_pool_detach(p);
+  if (!sl_pool_is_stopped(p)) {
+    p->released = 1;
+    sl_pool_kill(p);
+    return; /* pool_handle_closed frees it */
+  }
+  sl_pool_free(p);
 }
 
 void sl_pool_free(sl_pool *p) {

@@ -193,5 +193,10 @@ void sl_pool_kill(sl_pool *p);
 int sl_pool_is_stopped(const sl_pool *p);
 /* Free a stopped pool (the engine frees the rest when it closes). */
 void sl_pool_free(sl_pool *p);
+/* The owner lets go of p: no callback of it runs again, its workers are killed
+ * if it still runs, and it is freed once stopped (at once when it is). p must not
+ * be used after. A program that starts and stops pools all its life keeps no
+ * memory for the pools it stopped. */
+void sl_pool_release(sl_pool *p);
 
 #endif

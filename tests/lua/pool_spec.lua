@@ -2,6 +2,7 @@
 -- timeouts, garbage on the pipe, affinity, recycling and clean shutdown.
 local slither = require("slither")
 local H = require("helpers")
+local ffi = require("ffi")
 
 describe("slither.pool", function()
   after_each(function() H.assert_clean() end)
@@ -369,6 +370,30 @@ describe("slither.pool", function()
     assert.truthy(err.message:find("exited with code 3 after its hello, before the pool was ready",
       1, true), err.message)
     assert.falsy(err.message:find("before saying hello", 1, true), err.message)
+  end)
+
+  it("keeps no memory for pools it stopped: 2,000 start/stop cycles (#12 item 15)", function()
+    -- In a fresh process, so the figures are this engine's alone. Each cycle
+    -- leaked about 9 KB of C memory and 1 KB of Lua heap: 1,800 cycles after the
+    -- warm-up grew RSS by 16 MB and the heap by 1.7 MB.
+    local exe = io.popen("readlink /proc/" .. ffi.C.getpid() .. "/exe"):read("*l")
+    local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")
+    local f = assert(io.popen(("%s %s/pool_cycles_child.lua 2000 200 %s/hello_only.sh 2>&1")
+      :format(exe, here, H.pypath)))
+    local out = f:read("*a")
+    f:close()
+    local n, rss0, rss1, heap0, heap1 =
+      out:match("cycles: (%d+) rss_kb: (%d+) (%d+) heap_kb: ([%d.]+) ([%d.]+)")
+    assert(n, out)
+    assert.are.equal("2000", n)
+    assert.truthy(tonumber(heap1) - tonumber(heap0) < 64,
+      ("Lua heap grew from %s to %s KB"):format(heap0, heap1))
+    -- AddressSanitizer keeps freed memory in quarantine, so RSS says nothing
+    -- under it; the Lua heap above is still checked there
+    if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      assert.truthy(tonumber(rss1) - tonumber(rss0) < 1024,
+        ("RSS grew from %s to %s KB"):format(rss0, rss1))
+    end
   end)
 
   it("finds a bare interpreter name on each pool's own PATH (#12 item 3)", function()
