@@ -3,6 +3,7 @@
 #include "engine.h"
 #include "error.h"
 #include "pool.h"
+#include "store.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -110,6 +111,38 @@ static char *find_dir(const char *env, const char *sub, const char *probe) {
   return strdup(cand);
 }
 
+const char *sl_worker_token(void) {
+  static char fallback[32];
+  if (sl_store_token()) return sl_store_token();
+  /* no random bytes: the pid still tells this process's workers from others' */
+  if (!fallback[0]) snprintf(fallback, sizeof fallback, "pid%d", (int)getpid());
+  return fallback;
+}
+
+/* The reaper, told what this process leaves behind if it dies: processes that
+ * carry its workers' token, and its store files. */
+static int start_reaper(sl_engine *e) {
+  char env[SL_REAPER_STR], files[SL_REAPER_STR];
+  const char *tok = sl_worker_token();
+  snprintf(env, sizeof env, "SLITHER_WORKER_TOKEN=%s.", tok);
+  if (sl_store_token())
+    snprintf(files, sizeof files, "slither.%d.%s.", (int)getpid(), sl_store_token());
+  else
+    files[0] = '\0';
+  return sl_reaper_start(&e->reaper, env, sl_store_shm_dir(), files);
+}
+
+static void reaper_watch_cb(uv_timer_t *t) {
+  sl_engine *e = t->data;
+  sl_pool *p;
+  int was = e->reaper.pid;
+  if (sl_reaper_alive(&e->reaper)) return;
+  if (start_reaper(e)) return; /* try again at the next tick */
+  sl_log(e, SL_LOG_WARN, "the reaper process (pid %d) died; started another (pid %d)", was,
+         (int)e->reaper.pid);
+  for (p = e->pools; p; p = sl_pool_next(p)) sl_pool_reaper_readd(p);
+}
+
 int sl_engine_init(sl_engine *e, uv_loop_t *loop) {
   const char *py;
   int rc;
@@ -130,8 +163,16 @@ int sl_engine_init(sl_engine *e, uv_loop_t *loop) {
   e->python = strdup(py && *py ? py : "python3");
   e->worker_path = find_dir("SLITHER_WORKER_PATH", "pyworkers", "slither_worker/__init__.py");
   e->lua_path = find_dir("SLITHER_LUA_PATH", "lua", "slither/init.lua");
-  if (sl_reaper_start(&e->reaper))
+  if (start_reaper(e))
     sl_log(e, SL_LOG_WARN, "could not start the reaper process; workers may outlive a crash");
+  /* A reaper killed by someone else would leave every worker to outlive a crash
+   * of the engine: check once a second (unreferenced: the check alone keeps no
+   * loop running) and start another, telling it every live group. */
+  uv_timer_init(e->loop, &e->reaper_watch);
+  e->reaper_watch.data = e;
+  uv_timer_start(&e->reaper_watch, reaper_watch_cb, 1000, 1000);
+  uv_unref((uv_handle_t *)&e->reaper_watch);
+  e->reaper_watching = 1;
   return 0;
 }
 
@@ -140,8 +181,20 @@ static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+static void watch_closed(uv_handle_t *h) {
+  sl_engine *e = h->data;
+  e->reaper_watching = -1;
+}
+
 void sl_engine_close(sl_engine *e) {
   sl_pool *p;
+  if (e->reaper_watching) {
+    e->reaper_watching = 0;
+    uv_timer_stop(&e->reaper_watch);
+    uv_close((uv_handle_t *)&e->reaper_watch, watch_closed);
+    /* a host's loop would run the close after this memory is gone */
+    while (e->reaper_watching != -1) uv_run(e->loop, UV_RUN_ONCE);
+  }
   for (p = e->pools; p; p = sl_pool_next(p)) sl_pool_kill(p);
   /* Let the pools' handles close and their exit callbacks run. */
   for (;;) {

@@ -22,6 +22,8 @@ typedef struct sl_engine {
   sl_log_cb log_cb; /* NULL: write to stderr */
   void *log_ud;
   sl_reaper reaper;
+  uv_timer_t reaper_watch; /* notices a dead reaper and starts another */
+  int reaper_watching;
   sl_pool *pools;     /* every pool not yet freed */
   char *worker_path;  /* directory that holds the slither_worker package */
   char *lua_path;     /* directory that holds the slither Lua modules */
@@ -37,6 +39,10 @@ typedef struct sl_engine {
   /* bare interpreter name, the PATH it was found on (NULL: none set), its file */
   struct sl_interp { char *name, *search, *path; struct sl_interp *next; } *interps;
 } sl_engine;
+
+/* The token every worker of this process carries in its environment
+ * (SLITHER_WORKER_TOKEN=<token>.<serial>): see reaper.h. */
+const char *sl_worker_token(void);
 
 /* loop: NULL to let the engine own a loop. Reads SLITHER_LOG, SLITHER_PYTHON,
  * SLITHER_WORKER_PATH, SLITHER_LUA_PATH. */

@@ -35,6 +35,9 @@ typedef struct lcore {
   unsigned callbacks; /* Lua callbacks run so far (spin watches it) */
   int cb_depth;       /* > 0 while Lua runs from a loop callback: no uv_run then */
   struct ltimer *timers; /* live timers, closed with the engine */
+  uv_async_t sig_async;  /* core.on_stop_signals: the first signal, to Lua */
+  int sig_ref;           /* its Lua function; LUA_NOREF: none */
+  int sig_on;
   int spin_misses, spin_off;
 } lcore;
 
@@ -236,16 +239,28 @@ static int l_timer(lua_State *L) {
   return 1;
 }
 
+struct handle_count {
+  const lcore *c;
+  int n;
+};
+
 static void count_handle(uv_handle_t *h, void *arg) {
-  int *n = arg;
-  if (!uv_is_closing(h)) (*n)++;
+  struct handle_count *hc = arg;
+  /* the engine's own, which live as long as it: the reaper check and the signal
+   * watch */
+  if (h == (uv_handle_t *)&hc->c->e.reaper_watch || h == (uv_handle_t *)&hc->c->sig_async)
+    return;
+  if (!uv_is_closing(h)) hc->n++;
 }
 
-/* core.handles(): open libuv handles (not counting closing ones). */
+/* core.handles(): open libuv handles (not counting closing ones, nor the engine's
+ * own). */
 static int l_handles(lua_State *L) {
-  int n = 0;
-  uv_walk(get_core(L)->e.loop, count_handle, &n);
-  lua_pushinteger(L, n);
+  struct handle_count hc;
+  hc.c = get_core(L);
+  hc.n = 0;
+  uv_walk(hc.c->e.loop, count_handle, &hc);
+  lua_pushinteger(L, hc.n);
   return 1;
 }
 
@@ -1103,6 +1118,56 @@ static int l_pool_tostring(lua_State *L) {
 
 /* ---- engine lifetime ----------------------------------------------------------- */
 
+/* ---- stop signals (the slither program: core.on_stop_signals) --------------------
+ * SIGINT and SIGTERM stop a run cleanly: the first reaches Lua through an async
+ * handle, on the loop, which cancels the work and stops the pools. The second
+ * ends the process at once, from the handler itself, so it works even while Lua
+ * never returns to the loop; the reaper then kills the workers and unlinks the
+ * store files (reaper.h). */
+static volatile sig_atomic_t stop_signals_seen, stop_signal_last;
+static uv_async_t *stop_async;
+
+static void stop_signal_handler(int sig) {
+  if (stop_signals_seen++ > 0) _exit(128 + sig);
+  stop_signal_last = sig;
+  if (stop_async) uv_async_send(stop_async);
+}
+
+static void stop_async_cb(uv_async_t *a) {
+  lcore *c = a->data;
+  lua_State *L = c->cbL;
+  if (c->sig_ref == LUA_NOREF || c->closed || !stop_signal_last) return;
+  push_ref(L, c->sig_ref);
+  lua_pushinteger(L, stop_signal_last);
+  cb_call(c, 1);
+}
+
+/* core.on_stop_signals(fn): fn(signum) on the loop at the first SIGINT or SIGTERM;
+ * a second one exits with 128 + its number. */
+static int l_on_stop_signals(lua_State *L) {
+  lcore *c = get_core(L);
+  struct sigaction sa;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (c->sig_on) return luaL_error(L, "stop signals are handled already");
+  if (uv_async_init(c->e.loop, &c->sig_async, stop_async_cb))
+    return luaL_error(L, "cannot watch for signals");
+  c->sig_async.data = c;
+  uv_unref((uv_handle_t *)&c->sig_async); /* waiting for a signal keeps no loop alive */
+  lua_pushvalue(L, 1);
+  c->sig_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->sig_on = 1;
+  stop_async = &c->sig_async;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = stop_signal_handler;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  return 0;
+}
+
+static void sig_async_closed(uv_handle_t *h) { (void)h; }
+
 static int l_engine_gc(lua_State *L) {
   lcore *c = lua_touserdata(L, 1);
   if (!c->closed) {
@@ -1113,6 +1178,13 @@ static int l_engine_gc(lua_State *L) {
       timer_unlink(lt);
       uv_timer_stop(&lt->t);
       uv_close((uv_handle_t *)&lt->t, timer_closed);
+    }
+    if (c->sig_on) {
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+      stop_async = NULL;
+      c->sig_on = 0;
+      uv_close((uv_handle_t *)&c->sig_async, sig_async_closed);
     }
     c->closed = 1;
     sl_engine_close(&c->e);
@@ -1145,6 +1217,7 @@ static const luaL_Reg core_funcs[] = {
     {"run", l_run},
     {"in_run", l_in_run},
     {"timer", l_timer},
+    {"on_stop_signals", l_on_stop_signals},
     {"handles", l_handles},
     {"log", l_log},
     {"set_log_level", l_set_log_level},
@@ -1172,6 +1245,7 @@ int luaopen_slither_core(lua_State *L) {
     lua_pop(L, 1);
     c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
+    c->sig_ref = LUA_NOREF;
     if (sl_engine_init(&c->e, host_loop))
       return luaL_error(L, "cannot initialise the engine: its event loop did not start (%s)",
                         strerror(errno));

@@ -24,6 +24,11 @@ static const char usage[] =
     "workers (pool:call), slither.sleep and task joins wait without blocking other\n"
     "tasks. When the script ends, every pool it started is stopped.\n"
     "\n"
+    "SIGINT or SIGTERM stops a run cleanly: running work is cancelled, pools get\n"
+    "5 s to finish their calls, store files are removed, and slither exits with\n"
+    "130 or 143. A second signal exits at once; the reaper process then kills the\n"
+    "workers and removes the files.\n"
+    "\n"
     "environment:\n"
     "  SLITHER_PYTHON       interpreter for workers (default: python3)\n"
     "  SLITHER_LOG          error | warn | info | debug (default: info)\n"
@@ -52,6 +57,27 @@ static int run_module(slither_engine *e, const char *module, int argc, char **ar
   return i;
 }
 
+/* SIGINT and SIGTERM stop a run cleanly (lua/slither/signals.lua); not at the
+ * prompt, where they keep their usual meaning. */
+static void handle_stop_signals(slither_engine *e) {
+  lua_State *L = slither_lua_state(e);
+  if (luaL_dostring(L, "require('slither.signals').install()")) {
+    fprintf(stderr, "slither: cannot handle stop signals: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+/* 128 + the signal that stopped the run, or 0. */
+static int stop_signal_code(slither_engine *e) {
+  lua_State *L = slither_lua_state(e);
+  int code = 0;
+  if (luaL_dostring(L, "return require('slither.signals').exit_code()") == 0) {
+    if (lua_isnumber(L, -1)) code = (int)lua_tonumber(L, -1);
+  }
+  lua_settop(L, 0);
+  return code;
+}
+
 static void log_stderr(void *ud, int level, const char *msg) {
   static const char *tags[] = {"error", "warn", "info", "debug"};
   (void)ud;
@@ -77,6 +103,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "slither: cannot create the engine\n");
     return 1;
   }
+  if (argc >= 2 && strcmp(argv[1], "-i") != 0) handle_stop_signals(e);
   if (argc < 2) {
     rc = sl_repl_run(slither_lua_state(e), slither_loop(e));
   } else if (!strcmp(argv[1], "-i")) {
@@ -108,6 +135,10 @@ int main(int argc, char **argv) {
     rc = slither_run_file(e, strcmp(argv[1], "-") ? argv[1] : NULL, argc - 2, argv + 2);
   }
   if (rc < 0) fprintf(stderr, "slither: %s\n", slither_last_error(e));
-  slither_free(e, 0);
+  {
+    int code = stop_signal_code(e);
+    slither_free(e, 0);
+    if (code) return code;
+  }
   return rc < 0 ? 1 : rc;
 }

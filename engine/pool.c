@@ -41,6 +41,7 @@ struct sl_worker {
   sl_pool *pool;
   int id;
   char name[64];
+  char token[64]; /* SLITHER_WORKER_TOKEN=...: its descendants inherit it */
   int state;
   uv_process_t proc;
   uv_pipe_t chan, out, err;
@@ -1285,14 +1286,22 @@ static void worker_spawn(sl_pool *p) {
   po.flags = UV_PROCESS_DETACHED;
   snprintf(namebuf, sizeof namebuf, "SLITHER_WORKER_NAME=%s", w->name);
   {
-    /* The worker's name goes first in its environment. */
+    /* A serial for the whole process: two engines' workers never share one. */
+    static unsigned long serial;
+    snprintf(w->token, sizeof w->token, "SLITHER_WORKER_TOKEN=%s.%lu", sl_worker_token(),
+             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
+  }
+  {
+    /* The worker's name and token go first in its environment (a sweep reads
+     * only the start of each environment, and children keep the order). */
     size_t n = 0;
     char **envp;
     while (p->envp[n]) n++;
-    envp = malloc((n + 2) * sizeof *envp);
+    envp = malloc((n + 3) * sizeof *envp);
     if (envp) {
       envp[0] = namebuf;
-      memcpy(envp + 1, p->envp, (n + 1) * sizeof *envp);
+      envp[1] = w->token;
+      memcpy(envp + 2, p->envp, (n + 1) * sizeof *envp);
       po.env = envp;
     }
     rc = uv_spawn(e->loop, &w->proc, &po);
@@ -1445,6 +1454,8 @@ static void worker_gone(sl_worker *w) {
   w->state = W_CLOSING;
   if (w->spawned) {
     kill(-w->pid, SIGKILL); /* sweep what the worker left in its group */
+    /* and what left the group (setsid, a double fork) but carries its token */
+    sl_sweep_env(w->token, 0);
     sl_reaper_remove(&p->e->reaper, w->pid);
   }
   /* In-flight calls die with the worker. */
@@ -1649,6 +1660,12 @@ void sl_pool_kill(sl_pool *p) {
   if (p->state != P_STOPPED && p->state != P_STOPPING) begin_stop(p);
   for (w = p->workers; w; w = w->next) worker_kill(w, SL_ESTOPPED, "pool killed");
   check_stopped(p);
+}
+
+void sl_pool_reaper_readd(sl_pool *p) {
+  sl_worker *w;
+  for (w = p->workers; w; w = w->next)
+    if (w->spawned && !w->gone) sl_reaper_add(&p->e->reaper, w->pid);
 }
 
 void sl_pool_release(sl_pool *p) {

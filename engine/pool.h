@@ -198,5 +198,7 @@ void sl_pool_free(sl_pool *p);
  * be used after. A program that starts and stops pools all its life keeps no
  * memory for the pools it stopped. */
 void sl_pool_release(sl_pool *p);
+/* Tell the engine's (new) reaper every live worker group of p. */
+void sl_pool_reaper_readd(sl_pool *p);
 
 #endif

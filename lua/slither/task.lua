@@ -155,6 +155,7 @@ end
 -- Run fn as the main task and drive the loop until it ends.
 function M.run_main(fn, ...)
   local t = new_task(fn)
+  M.main_task = t
   t.joined = true -- its error is the caller's to report
   step(t, ...)
   while not t.done do
@@ -164,6 +165,14 @@ function M.run_main(fn, ...)
   end
   if t.err then return false, t.err end
   return true, unpack(t.results, 1, t.results.n)
+end
+
+-- Cancel the main task (a stop signal): run_main returns false, reason. False
+-- when there is none running.
+function M.interrupt_main(reason)
+  local t = M.main_task
+  if not t or t.done then return false end
+  return t:cancel(reason)
 end
 
 return M

@@ -105,6 +105,15 @@ def spawn_grandchild(items):
     return [p.pid for _ in items]
 
 
+def spawn_escapee(items):
+    """A descendant that leaves the worker's session and group: a shell in a new
+    session starts sleep in the background and exits, so sleep is orphaned in a
+    session of its own (what a daemonizing library does)."""
+    out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                         start_new_session=True, capture_output=True, text=True, check=True)
+    return [int(out.stdout) for _ in items]
+
+
 def session_id(items):
     return [slither_worker.current_session_id() for _ in items]
 

@@ -225,6 +225,115 @@ class CliTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual([pid for pid in pids if alive(pid)], [])
 
+    def start_engine(self, body):
+        """The slither binary on a script that prints "<what> <pid>" lines, then
+        "ready", then sleeps; returns the process and the pids by what."""
+        path = script(body)
+        self.addCleanup(os.unlink, path)
+        env = dict(os.environ, SLITHER_LOG="warn")
+        p = subprocess.Popen([SLITHER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+
+        def stop():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                f.close()
+        self.addCleanup(stop)
+        pids = {}
+        for line in p.stdout:
+            if line.strip() == "ready":
+                break
+            what, pid = line.split()
+            pids.setdefault(what, []).append(int(pid))
+        return p, pids
+
+    def gone_within(self, pids, seconds=3.0):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+            time.sleep(0.05)
+        return [pid for pid in pids if alive(pid)]
+
+    ESCAPEE = f"""
+        local slither = require("slither")
+        local pool = assert(slither.pool.start{{ size = 2, path = {{ "{HERE}" }} }})
+        local kids = assert(pool:call("sl_testmod", "spawn_escapee", {{ 1 }}))
+        for _, pid in ipairs(pool:pids()) do io.write("worker ", pid, "\\n") end
+        io.write("escapee ", kids[1], "\\n")
+    """
+
+    def test_a_descendant_in_its_own_session_dies_with_its_pool(self):
+        # setsid and a double fork leave the worker's group; the token in the
+        # environment still finds it when the pool stops (#12 item 13)
+        p, pids = self.start_engine(self.ESCAPEE + """
+            io.write("ready\\n")
+            io.stdout:flush()
+            io.read("*l") -- the test has looked at the escapee
+            pool:stop()
+            io.write("stopped\\n")
+            io.stdout:flush()
+            slither.sleep(60000)
+        """)
+        esc = pids["escapee"][0]
+        self.assertNotEqual(os.getsid(esc), os.getsid(pids["worker"][0]))
+        self.assertNotIn(os.getpgid(esc), pids["worker"])
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        self.assertEqual(p.stdout.readline().strip(), "stopped")
+        self.assertEqual(self.gone_within([esc]), [], "the escapee outlived pool:stop()")
+
+    def test_engine_sigkill_leaves_no_escaped_descendant(self):
+        p, pids = self.start_engine(self.ESCAPEE + """
+            io.write("ready\\n")
+            io.stdout:flush()
+            slither.sleep(60000)
+        """)
+        everyone = pids["worker"] + pids["escapee"]
+        self.assertTrue(all(alive(pid) for pid in everyone))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        self.assertEqual(self.gone_within(everyone), [], "outlived the engine's SIGKILL")
+
+    def test_a_killed_reaper_is_replaced(self):
+        # the reaper is the engine's forked child; kill it, and the engine must
+        # start another that still cleans up after the engine's SIGKILL
+        p, pids = self.start_engine(self.ESCAPEE + """
+            io.write("ready\\n")
+            io.stdout:flush()
+            slither.sleep(60000)
+        """)
+        workers = set(pids["worker"])
+
+        def reapers():
+            out = []
+            for d in os.listdir("/proc"):
+                if d.isdigit() and int(d) not in workers:
+                    try:
+                        with open(f"/proc/{d}/stat") as f:
+                            st = f.read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if int(st[1]) == p.pid and st[0] not in ("Z", "X"):
+                        out.append(int(d))
+            return out
+
+        first = reapers()
+        self.assertEqual(len(first), 1, f"expected one reaper, found {first}")
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (reapers() in ([], first)):
+            time.sleep(0.05)
+        second = reapers()
+        self.assertEqual(len(second), 1, f"no new reaper: {second}")
+        self.assertNotEqual(second, first)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        everyone = pids["worker"] + pids["escapee"]
+        self.assertEqual(self.gone_within(everyone), [], "outlived the engine after a new reaper")
+        self.assertIn(f"the reaper process (pid {first[0]}) died; started another",
+                      p.stderr.read())
+
     def test_script_end_stops_pools(self):
         path = script(f"""
             local slither = require("slither")
