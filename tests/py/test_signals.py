@@ -115,6 +115,19 @@ class StopSignals(unittest.TestCase):
         p.wait(timeout=10)
         self.gone(p, workers)
 
+    def test_the_readme_scripts_run(self):
+        root = os.path.join(HERE, "..", "..")
+        env = dict(os.environ, SLITHER_LOG="warn")
+        r = subprocess.run([SLITHER, os.path.join(root, "scripts", "stop_signal.lua")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 143, r.stderr)
+        self.assertIn("interrupted by SIGTERM", r.stderr)
+        self.assertNotIn("not reached", r.stdout)
+        r = subprocess.run([SLITHER, os.path.join(root, "scripts", "escaping_child.lua")],
+                           capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("OK: nothing outlived the pool", r.stdout)
+
 
 if __name__ == "__main__":
     unittest.main()
