@@ -34,6 +34,14 @@
 #define MIN_CAP 64
 #define MIN_HEAP (64 * 1024)
 
+/* A bag's list blob: [u32 capacity][capacity x {u32 value offset, u32 length}]
+ * [u32 x bag_hcap(capacity): the writer's hash of the values]. The list is the
+ * first n entries, n taken from the value word's length (BAG_HDR + BAG_ENTRY * n),
+ * so an append writes past what readers may read and publishes with the word. */
+#define BAG_HDR 4
+#define BAG_ENTRY 8
+#define BAG_HASH_MIN 32
+
 #define U64(base, off) ((uint64_t *)((base) + (off)))
 #define U32(base, off) ((uint32_t *)((base) + (off)))
 #define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -222,6 +230,11 @@ static int copy_out(sl_val *v, const char *p, size_t n) {
   return 0;
 }
 
+/* Entries in the bag list a value word publishes. */
+static uint32_t bag_len(uint64_t vw) {
+  return (uint32_t)(((vw & 0xffffffffu) - BAG_HDR) / BAG_ENTRY);
+}
+
 /* The values behind a value word: one, or a bag's list. */
 static int read_vals(const char *base, int type, uint64_t vw, sl_val **vals, size_t *n) {
   const char *heap = base + LOAD_RLX(U64((char *)base, H_HEAP_OFF));
@@ -231,16 +244,15 @@ static int read_vals(const char *base, int type, uint64_t vw, sl_val **vals, siz
     *n = 1;
     return copy_out(*vals, heap + (vw >> 32), vw & 0xffffffffu);
   } else {
-    const char *blob = heap + (vw >> 32);
-    uint32_t cnt, i;
-    memcpy(&cnt, blob, 4);
+    const char *blob = heap + (vw >> 32) + BAG_HDR;
+    uint32_t cnt = bag_len(vw), i;
     *vals = calloc(cnt ? cnt : 1, sizeof **vals);
     if (!*vals) return SL_ENOMEM;
     *n = cnt;
     for (i = 0; i < cnt; i++) {
       uint32_t off, len;
-      memcpy(&off, blob + 4 + 8 * i, 4);
-      memcpy(&len, blob + 8 + 8 * i, 4);
+      memcpy(&off, blob + (size_t)BAG_ENTRY * i, 4);
+      memcpy(&len, blob + (size_t)BAG_ENTRY * i + 4, 4);
       if (copy_out(&(*vals)[i], heap + off, len)) return SL_ENOMEM;
     }
     return 0;
@@ -546,69 +558,165 @@ static size_t heap_free(const char *base) {
   return (size_t)(*U64((char *)base, H_HEAP_SIZE) - *U64((char *)base, H_HEAP_USED));
 }
 
-/* Bytes one write may append: key, value, and a bag list of n+1 entries. */
-static size_t write_need(const char *base, int type, const sl_kv *kv) {
-  size_t need = kv->klen + kv->vlen + 16;
-  if (type == SL_TABLE_BAG) {
-    uint32_t h = sl_crc32(kv->key, kv->klen), cnt = 0;
-    int64_t i = seg_find(base, h, kv->key, kv->klen, 0);
-    if (i >= 0) {
-      uint64_t vw = slot(base, (uint32_t)i)[2];
-      if (vw) memcpy(&cnt, base + *U64((char *)base, H_HEAP_OFF) + (vw >> 32), 4);
+/* ---- bag lists ----------------------------------------------------------------------
+ * A put appends to its key's list in place while the blob has room, and a full blob
+ * is copied once into one of twice the capacity: n puts copy fewer than 2n entries
+ * in all, where rewriting the list on each put copied n^2 / 2. The entry is written
+ * past the published length, then the value word (release) publishes it, so bytes a
+ * reader can reach never change. A duplicate is found through the blob's hash of its
+ * values, in O(1) instead of a scan of the list; only the writer reads the hash.
+ * The cost: a blob holds up to twice its entries, and a hashed one 4-8 bytes per
+ * entry more. Compaction (rebuild) copies each list at its capacity: the room a
+ * write reserved against the old segment (batch_need) is then the room it takes in
+ * the new one, where lists made exact could each need a bigger blob. */
+
+/* Capacity for want entries in a list of capacity cap (0: a new list). A new list
+ * is exactly as long as its first write needs, as most bag keys hold a few values;
+ * a full one at least doubles. */
+static size_t bag_cap_for(size_t cap, size_t want) {
+  if (want <= cap) return cap;
+  if (!cap) return want;
+  return 2 * cap > want ? 2 * cap : want;
+}
+
+/* Slots of a blob's hash (0: no hash). Below BAG_HASH_MIN entries a scan that
+ * compares lengths first is cheaper than hashing the value; above, a lookup probes
+ * about 1.5 slots, the hash being at most half full. */
+static size_t bag_hcap(size_t cap) {
+  size_t h = 1;
+  if (cap < BAG_HASH_MIN) return 0;
+  while (h < 2 * cap) h <<= 1;
+  return h;
+}
+
+/* Heap bytes of a blob of capacity cap, rounded as heap_append rounds. */
+static size_t bag_bytes(size_t cap) {
+  return (BAG_HDR + BAG_ENTRY * cap + 4 * bag_hcap(cap) + 7) & ~(size_t)7;
+}
+
+static uint32_t bag_cap(const char *base, uint64_t vw) {
+  uint32_t cap;
+  memcpy(&cap, base + *U64((char *)base, H_HEAP_OFF) + (vw >> 32), 4);
+  return cap;
+}
+
+/* The length and capacity of key's list in base (0, 0: none). */
+static void bag_state(const char *base, const char *key, size_t klen, size_t *cnt,
+                      size_t *cap) {
+  int64_t i = seg_find(base, sl_crc32(key, klen), key, klen, 0);
+  uint64_t vw = i >= 0 ? slot(base, (uint32_t)i)[2] : 0;
+  *cnt = vw ? bag_len(vw) : 0;
+  *cap = vw ? bag_cap(base, vw) : 0;
+}
+
+/* Bytes of the new blob that m more values may need (0: they fit in place). */
+static size_t bag_grow_need(size_t cnt, size_t cap, size_t m) {
+  size_t ncap = bag_cap_for(cap, cnt + m);
+  return ncap == cap ? 0 : bag_bytes(ncap);
+}
+
+static void bag_entry(const char *blob, size_t k, uint32_t *off, uint32_t *len) {
+  memcpy(off, blob + BAG_HDR + BAG_ENTRY * k, 4);
+  memcpy(len, blob + BAG_HDR + BAG_ENTRY * k + 4, 4);
+}
+
+/* Whether the first n entries of the blob (capacity cap) hold the bytes v; h is
+ * their hash (used when the blob has one). */
+static int bag_has(const char *heap, const char *blob, size_t cap, size_t n, uint32_t h,
+                   const char *v, size_t vlen) {
+  size_t hcap = bag_hcap(cap), i, k;
+  const char *hash = blob + BAG_HDR + BAG_ENTRY * cap;
+  uint32_t o, l, e;
+  if (!hcap) {
+    for (k = 0; k < n; k++) {
+      bag_entry(blob, k, &o, &l);
+      if (l == vlen && memcmp(heap + o, v, l) == 0) return 1;
     }
-    need += 4 + 8 * ((size_t)cnt + 1) + 8;
+    return 0;
+  }
+  for (i = h & (hcap - 1);; i = (i + 1) & (hcap - 1)) { /* never full: ends at a 0 */
+    memcpy(&e, hash + 4 * i, 4);
+    if (!e) return 0;
+    bag_entry(blob, e - 1, &o, &l);
+    if (l == vlen && memcmp(heap + o, v, l) == 0) return 1;
+  }
+}
+
+/* Enter entry k (hash h) in the blob's hash, if it has one. */
+static void bag_hash_add(char *blob, size_t cap, uint32_t k, uint32_t h) {
+  size_t hcap = bag_hcap(cap), i;
+  char *hash = blob + BAG_HDR + BAG_ENTRY * cap;
+  uint32_t e, one = k + 1;
+  if (!hcap) return;
+  for (i = h & (hcap - 1);; i = (i + 1) & (hcap - 1)) {
+    memcpy(&e, hash + 4 * i, 4);
+    if (!e) break;
+  }
+  memcpy(hash + 4 * i, &one, 4);
+}
+
+/* Bytes one write may append: key, value, and a new blob for a bag's list. */
+static size_t write_need(const char *base, int type, const sl_kv *kv) {
+  size_t need = kv->klen + kv->vlen + 16, cnt, cap;
+  if (type == SL_TABLE_BAG) {
+    bag_state(base, kv->key, kv->klen, &cnt, &cap);
+    need += bag_grow_need(cnt, cap, 1);
   }
   return need;
 }
 
-/* A bag's new value list: the values of the list at vw_old (0: none) plus those
- * of the m puts kv[ord[0..m)] (ord NULL: kv[0..m)) not already in it (a bag
- * stores the same object once; distinct: the caller knows none is). The list blob
- * is reserved in the heap first and filled in place, the new values appended
- * after it: nothing is allocated, so a write cannot fail half-way. Returns the new
- * value word, or vw_old when nothing was added. NVALS is updated. */
+/* A bag's list after the m puts kv[ord[0..m)] (ord NULL: kv[0..m)) of values not
+ * already in the list at vw_old (0: none); a bag stores the same bytes once. The
+ * values go at the end of the list's blob, or of a bigger copy of it when it is
+ * full; nothing is allocated and callers reserved the bytes (batch_need), so a
+ * write cannot fail half-way. copy_cap is 0, but for compaction's copy of a list
+ * into a new segment: then vw_old is 0, the values are known distinct, and the
+ * blob gets that capacity. Returns the value word to publish, vw_old when nothing
+ * was added. NVALS and GARBAGE (a blob outgrown) are updated. */
 static uint64_t bag_list(char *base, uint64_t vw_old, const sl_kv *kv, const size_t *ord,
-                         size_t m, int distinct) {
+                         size_t m, size_t copy_cap) {
   char *heap = base + *U64(base, H_HEAP_OFF);
-  uint32_t cnt = 0, k, total;
-  size_t i, added = 0, cap;
-  uint64_t boff, used0 = *U64(base, H_HEAP_USED);
-  char *blob;
-  if (vw_old) memcpy(&cnt, heap + (vw_old >> 32), 4);
-  cap = 4 + 8 * ((size_t)cnt + m);
-  /* callers reserve room first (ensure_room), as for heap_append */
-  if (used0 + cap > *U64(base, H_HEAP_SIZE)) abort();
-  boff = used0;
-  blob = heap + boff;
-  *U64(base, H_HEAP_USED) = (used0 + cap + 7) & ~(uint64_t)7;
-  if (cnt) memcpy(blob + 4, heap + (vw_old >> 32) + 4, 8 * (size_t)cnt);
-  total = cnt;
+  size_t cnt = vw_old ? bag_len(vw_old) : 0, cap = vw_old ? bag_cap(base, vw_old) : 0;
+  size_t ncap = copy_cap ? copy_cap : bag_cap_for(cap, cnt + m), i, k, total = cnt, added = 0;
+  uint64_t boff = vw_old >> 32, used0 = *U64(base, H_HEAP_USED);
+  char *blob = heap + boff;
+  int hashed = bag_hcap(ncap) != 0;
+  if (ncap != cap) {
+    size_t bytes = bag_bytes(ncap);
+    uint32_t c32 = (uint32_t)ncap;
+    /* callers reserve room first (ensure_room), as for heap_append */
+    if (used0 + bytes > *U64(base, H_HEAP_SIZE)) abort();
+    boff = used0;
+    blob = heap + boff;
+    *U64(base, H_HEAP_USED) = used0 + bytes;
+    memcpy(blob, &c32, 4);
+    if (cnt) memcpy(blob + BAG_HDR, heap + (vw_old >> 32) + BAG_HDR, BAG_ENTRY * cnt);
+    memset(blob + BAG_HDR + BAG_ENTRY * ncap, 0, 4 * bag_hcap(ncap));
+    for (k = 0; hashed && k < cnt; k++) {
+      uint32_t o, l;
+      bag_entry(blob, k, &o, &l);
+      bag_hash_add(blob, ncap, (uint32_t)k, sl_crc32(heap + o, l));
+    }
+  }
   for (i = 0; i < m; i++) {
     const sl_kv *e = &kv[ord ? ord[i] : i];
-    int dup = 0;
-    uint32_t off, len = (uint32_t)e->vlen;
-    for (k = 0; k < total && !dup && !distinct; k++) {
-      uint32_t o, l;
-      memcpy(&o, blob + 4 + 8 * k, 4);
-      memcpy(&l, blob + 8 + 8 * k, 4);
-      dup = l == len && memcmp(heap + o, e->val, l) == 0;
-    }
-    if (dup) continue;
+    uint32_t h = hashed ? sl_crc32(e->val, e->vlen) : 0, off, len = (uint32_t)e->vlen;
+    if (!copy_cap && bag_has(heap, blob, ncap, total, h, e->val, e->vlen)) continue;
     off = (uint32_t)heap_append(base, e->val, e->vlen);
-    memcpy(blob + 4 + 8 * total, &off, 4);
-    memcpy(blob + 8 + 8 * total, &len, 4);
+    memcpy(blob + BAG_HDR + BAG_ENTRY * total, &off, 4);
+    memcpy(blob + BAG_HDR + BAG_ENTRY * total + 4, &len, 4);
+    bag_hash_add(blob, ncap, (uint32_t)total, h);
     total++;
     added++;
   }
   if (!added) {
-    *U64(base, H_HEAP_USED) = used0; /* nothing follows the reserved blob: give it back */
+    /* nothing follows a new blob that no word published: give it back */
+    if (ncap != cap) *U64(base, H_HEAP_USED) = used0;
     return vw_old;
   }
-  memcpy(blob, &total, 4);
-  /* room reserved for duplicates that were not added */
-  *U64(base, H_GARBAGE) += cap - (4 + 8 * (size_t)total);
+  if (ncap != cap && vw_old) *U64(base, H_GARBAGE) += bag_bytes(cap);
   STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) + added);
-  return boff << 32 | (4 + 8 * (uint64_t)total);
+  return boff << 32 | (BAG_HDR + BAG_ENTRY * (uint64_t)total);
 }
 
 /* Publish a key that is not in the segment yet with value word vw. */
@@ -629,19 +737,17 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
   uint32_t h = sl_crc32(kv->key, kv->klen);
   int64_t i = seg_find(base, h, kv->key, kv->klen, 1);
   uint64_t *sl, vw_old, vw;
-  char *heap = base + *U64(base, H_HEAP_OFF);
   sl = slot(base, (uint32_t)i);
   vw_old = sl[1] ? sl[2] : 0;
   if (!kv->val) { /* delete */
     if (!sl[1] || !vw_old) return;
     STORE_REL(&sl[2], 0);
-    *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
     STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) - 1);
     if (type == SL_TABLE_BAG) {
-      uint32_t cnt;
-      memcpy(&cnt, heap + (vw_old >> 32), 4);
-      STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) - cnt);
+      *U64(base, H_GARBAGE) += bag_bytes(bag_cap(base, vw_old));
+      STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) - bag_len(vw_old));
     } else {
+      *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
       STORE_REL(U64(base, H_NVALS), *U64(base, H_NVALS) - 1);
     }
     return;
@@ -649,7 +755,6 @@ static void seg_apply(char *base, int type, const sl_kv *kv) {
   if (type == SL_TABLE_BAG) {
     vw = bag_list(base, vw_old, kv, NULL, 1, 0);
     if (vw == vw_old) return; /* already there */
-    if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
   } else {
     uint64_t off = heap_append(base, kv->val, kv->vlen);
     vw = off << 32 | kv->vlen;
@@ -708,6 +813,13 @@ static size_t *bag_order(int type, const sl_kv *kv, size_t n) {
   return ord;
 }
 
+/* A bag batch whose order could not be made (no memory): applied unsorted, its
+ * puts to one key would go one at a time, which batch_need does not size for, so
+ * the write is refused before anything is written. */
+static int order_missing(int type, const size_t *ord, size_t n) {
+  return type == SL_TABLE_BAG && n > 1 && !ord;
+}
+
 static int same_key(const sl_kv *a, const sl_kv *b) {
   return a->klen == b->klen && memcmp(a->key, b->key, a->klen) == 0;
 }
@@ -723,26 +835,28 @@ static size_t batch_need(const char *base, int type, const sl_kv *kv, size_t n,
   }
   while (i < n) {
     const sl_kv *k0 = &kv[ord[i]];
-    size_t j = i, m = 0, cnt = 0;
+    size_t j = i, m = 0, cnt, cap, scnt, scap, one_by_one = 0;
     int deletes = 0;
-    uint32_t c = 0;
-    int64_t slot_i = seg_find(base, sl_crc32(k0->key, k0->klen), k0->key, k0->klen, 0);
-    if (slot_i >= 0) {
-      uint64_t vw = slot(base, (uint32_t)slot_i)[2];
-      if (vw) memcpy(&c, base + *U64((char *)base, H_HEAP_OFF) + (vw >> 32), 4);
-    }
-    cnt = c;
+    bag_state(base, k0->key, k0->klen, &cnt, &cap);
+    scnt = cnt, scap = cap;
     while (j < n && same_key(&kv[ord[j]], k0)) {
       const sl_kv *e = &kv[ord[j]];
-      if (!e->val) deletes = 1;
-      else {
+      if (!e->val) {
+        deletes = 1;
+        scnt = scap = 0;
+      } else {
+        size_t g = bag_grow_need(scnt, scap, 1);
         m++;
         need += e->vlen + 8;
-        if (deletes) need += 4 + 8 * (cnt + m) + 8; /* written one at a time */
+        /* a key with deletes is written one write at a time (apply_batch), each
+         * put perhaps growing a list that a delete emptied: followed here */
+        one_by_one += g;
+        if (g) scap = bag_cap_for(scap, scnt + 1);
+        scnt++;
       }
       j++;
     }
-    need += k0->klen + 8 + 4 + 8 * (cnt + m) + 8;
+    need += k0->klen + 8 + (deletes ? one_by_one : bag_grow_need(cnt, cap, m));
     i = j;
   }
   return need;
@@ -776,7 +890,6 @@ static void apply_batch(char *base, int type, const sl_kv *kv, size_t n, const s
       vw_old = sl[1] ? sl[2] : 0;
       vw = bag_list(base, vw_old, kv, ord + i, m, 0);
       if (vw != vw_old) {
-        if (vw_old) *U64(base, H_GARBAGE) += vw_old & 0xffffffffu;
         if (sl[1]) {
           STORE_REL(&sl[2], vw);
           if (!vw_old) STORE_REL(U64(base, H_COUNT), *U64(base, H_COUNT) + 1);
@@ -787,6 +900,17 @@ static void apply_batch(char *base, int type, const sl_kv *kv, size_t n, const s
       i = j;
     }
   }
+}
+
+/* apply_batch of a batch for which need bytes were reserved (batch_need). A batch
+ * that took more would, on a fuller heap, have written past the heap's end (the
+ * abort in heap_append): it is stopped here too, on any heap, so that a sizing
+ * short of what a write takes fails every test that makes such a write. O(1). */
+static void apply_reserved(char *base, int type, const sl_kv *kv, size_t n, const size_t *ord,
+                           size_t need) {
+  uint64_t used0 = *U64(base, H_HEAP_USED);
+  apply_batch(base, type, kv, n, ord);
+  if (*U64(base, H_HEAP_USED) - used0 > need) abort();
 }
 
 /* A new segment for table t with the live entries of g and room for more. */
@@ -804,6 +928,9 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
   if (nheap < MIN_HEAP) nheap = MIN_HEAP;
   /* words hold 32-bit heap offsets: a table's heap stays under 4 GiB */
   if (nheap > 0xffffffffu) nheap = 0xffffffffu;
+  /* a multiple of 8, as heap_append rounds what it uses: a heap of another size
+   * could be used past its end by the rounding, and heap_free wrap around */
+  nheap &= ~(size_t)7;
   if (heap_live + extra_bytes > nheap) {
     errno = ENOMEM;
     return NULL;
@@ -816,10 +943,8 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
     if (!kw || !vw) continue;
     if (type == SL_TABLE_BAG) {
       /* the whole list at once: copying value by value would rewrite it each time */
-      uint32_t cnt, k;
-      sl_kv *vals;
-      memcpy(&cnt, heap + (vw >> 32), 4);
-      vals = calloc(cnt ? cnt : 1, sizeof *vals);
+      uint32_t cnt = bag_len(vw), k;
+      sl_kv *vals = calloc(cnt ? cnt : 1, sizeof *vals);
       if (!vals) {
         seg_free(n, 1);
         errno = ENOMEM;
@@ -827,12 +952,11 @@ static sl_seg *rebuild(sl_store *s, int t, sl_seg *g, size_t extra_slots, size_t
       }
       for (k = 0; k < cnt; k++) {
         uint32_t o, l;
-        memcpy(&o, heap + (vw >> 32) + 4 + 8 * k, 4);
-        memcpy(&l, heap + (vw >> 32) + 8 + 8 * k, 4);
+        bag_entry(heap + (vw >> 32), k, &o, &l);
         vals[k].val = heap + o;
         vals[k].vlen = l;
       }
-      nvw = bag_list(n->base, 0, vals, NULL, cnt, 1); /* a list holds no duplicates */
+      nvw = bag_list(n->base, 0, vals, NULL, cnt, bag_cap(base, vw));
       free(vals);
     } else {
       nvw = heap_append(n->base, heap + (vw >> 32), vw & 0xffffffffu) << 32 |
@@ -873,14 +997,15 @@ static void retire(sl_store *s, sl_seg *old) {
 }
 
 /* Make room in t's segment for writes; swap in a bigger or compacted one. */
-static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n, const size_t *ord) {
+static int ensure_room(sl_store *s, int t, const sl_kv *kv, size_t n, const size_t *ord,
+                       size_t *needp) {
   sl_seg *g = s->tables[t].cur, *ng;
   char *base = g->base;
   size_t need;
   uint64_t cap = *U32(base, H_CAP), used = *U64(base, H_USED_SLOTS);
   uint64_t garbage = *U64(base, H_GARBAGE), heap_used = *U64(base, H_HEAP_USED);
   double now = now_ms();
-  need = batch_need(base, s->tables[t].type, kv, n, ord);
+  need = *needp = batch_need(base, s->tables[t].type, kv, n, ord);
   /* Reclaim when half of the heap's capacity is dead: a table rewritten forever
    * stays within a few times its live size, and compaction comes at most once per
    * half a heap of writes. */
@@ -969,7 +1094,7 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
   int rc;
   char *base;
   uint64_t *seq;
-  size_t *ord;
+  size_t *ord, need = 0;
   sl_wlog *l = NULL;
   pthread_mutex_lock(&s->wlock);
   if (s->shadow && !(l = wlog_new(t, kv, n, 0))) {
@@ -978,7 +1103,8 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
   }
   reap_retired(s);
   ord = bag_order(s->tables[t].type, kv, n);
-  rc = ensure_room(s, t, kv, n, ord);
+  rc = order_missing(s->tables[t].type, ord, n) ? SL_ENOMEM
+                                                : ensure_room(s, t, kv, n, ord, &need);
   if (rc) {
     free(ord);
     free(l);
@@ -991,7 +1117,7 @@ int sl_store_write(sl_store *s, int t, const sl_kv *kv, size_t n) {
     STORE_REL(seq, *seq + 1);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
   }
-  apply_batch(base, s->tables[t].type, kv, n, ord);
+  apply_reserved(base, s->tables[t].type, kv, n, ord, need);
   if (n > 1) STORE_REL(seq, *seq + 1);
   s->tables[t].version++;
   if (l) wlog_append(s, l);
@@ -1060,6 +1186,7 @@ static int shadow_write_locked(sl_store *s, sl_store_shadow *sh, int t, const sl
   size_t need, *ord;
   sl_seg *g = sh->segs[t];
   ord = bag_order(s->tables[t].type, kv, n);
+  if (order_missing(s->tables[t].type, ord, n)) return SL_ENOMEM;
   need = batch_need(g->base, s->tables[t].type, kv, n, ord);
   if ((*U64(g->base, H_USED_SLOTS) + n + 1) * 2 > *U32(g->base, H_CAP) ||
       need > heap_free(g->base)) {
@@ -1072,7 +1199,7 @@ static int shadow_write_locked(sl_store *s, sl_store_shadow *sh, int t, const sl
     seg_free(g, 1);
     sh->segs[t] = g = ng;
   }
-  apply_batch(g->base, s->tables[t].type, kv, n, ord);
+  apply_reserved(g->base, s->tables[t].type, kv, n, ord, need);
   free(ord);
   return 0;
 }

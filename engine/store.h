@@ -13,7 +13,12 @@
  * store), so a reader that loads a word (acquire) always finds whole bytes, and
  * single reads need no lock and no retry. A key word of 0 is an empty slot; a value
  * word of 0 is a deleted key. A bag's value word points at a list blob
- * ([u32 n][u32 off, u32 len]...), replaced whole on each change.
+ * ([u32 capacity][u32 off, u32 len] x capacity, then the writer's hash of the
+ * values) and its length says how many entries are the list (4 + 8 n). A put
+ * writes the next entry in place, past the length any word has published, then
+ * publishes it with a new length: bytes a published word covers still never
+ * change. A full blob is copied to one of twice the capacity, so a put is O(1)
+ * amortised; the writer finds duplicates through the hash, which readers skip.
  *
  * Writes are serialized by a mutex per store. A write that spans keys (put_many)
  * runs inside the header's sequence counter (odd while writing): a reader of
@@ -40,7 +45,7 @@
 
 enum { SL_TABLE_SET = 0, SL_TABLE_ORDERED_SET = 1, SL_TABLE_BAG = 2 };
 
-#define SL_SEG_MAGIC 0x31544c53u /* "SLT1" */
+#define SL_SEG_MAGIC 0x32544c53u /* "SLT2": bag lists with a capacity (SLT1: without) */
 #define SL_DIR_MAGIC 0x31444c53u /* "SLD1" */
 #define SL_STORE_NAME_MAX 64
 #define SL_SEG_PATH_MAX 160

@@ -58,7 +58,7 @@ EMISMATCH = "result_mismatch"  # not a list, or not one result per payload
 
 # ---- store (engine/store.h; segment and directory layout of engine/store.c) --------
 
-SEG_MAGIC = 0x31544C53  # "SLT1"
+SEG_MAGIC = 0x32544C53  # "SLT2"
 DIR_MAGIC = 0x31444C53  # "SLD1"
 TABLE_SET = 0
 TABLE_ORDERED_SET = 1
@@ -82,6 +82,11 @@ SEG_H_NVALS = 56       # u64, values of a bag
 SEG_H_GARBAGE = 64     # u64
 SEG_H_USED_SLOTS = 72  # u64
 SEG_SLOT = 24
+# A bag's value word points at its list: a SEG_BAG_HDR-byte header (the writer's
+# capacity), then SEG_BAG_ENTRY-byte entries {u32 heap offset, u32 length}; the
+# word's length is SEG_BAG_HDR + SEG_BAG_ENTRY * (values in the list).
+SEG_BAG_HDR = 4
+SEG_BAG_ENTRY = 8
 
 # The store's directory: a header, then one DIR_ENTRY-byte entry per table.
 DIR_HDR = 64

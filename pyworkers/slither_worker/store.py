@@ -8,7 +8,8 @@
 No message goes to the engine: the worker maps each table's segment read-only and
 follows the same rules as the engine's own readers. Words are read whole (8-byte
 aligned loads are atomic on the platforms Slither runs on) and bytes behind a
-published word never change, so a single read needs no lock. A segment replaced by
+published word never change, so a single read needs no lock (a bag's list grows in
+place, but past the length its value word gives). A segment replaced by
 reload or compaction is marked retired; the next read finds the new one through
 the store's directory.
 """
@@ -22,20 +23,21 @@ import time
 import zlib
 
 from .protocol import (DIR_E_NAME, DIR_E_PATH, DIR_ENTRY, DIR_H_MAGIC, DIR_H_NTABLES,
-                       DIR_H_SEQ, DIR_HDR, DIR_MAGIC, SEG_H_CAP, SEG_H_COUNT, SEG_H_HEAP_OFF,
-                       SEG_H_MAGIC, SEG_H_NVALS, SEG_H_RETIRED, SEG_H_SEQ, SEG_H_TYPE,
-                       SEG_HDR, SEG_MAGIC, SEG_PATH_MAX, SEG_SLOT, STORE_NAME_MAX, TABLE_BAG,
-                       TABLE_ORDERED_SET, TABLE_SET)
+                       DIR_H_SEQ, DIR_HDR, DIR_MAGIC, SEG_BAG_ENTRY, SEG_BAG_HDR, SEG_H_CAP,
+                       SEG_H_COUNT, SEG_H_HEAP_OFF, SEG_H_MAGIC, SEG_H_NVALS, SEG_H_RETIRED,
+                       SEG_H_SEQ, SEG_H_TYPE, SEG_HDR, SEG_MAGIC, SEG_PATH_MAX, SEG_SLOT,
+                       STORE_NAME_MAX, TABLE_BAG, TABLE_ORDERED_SET, TABLE_SET)
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SLOT = struct.Struct("<QQQ")  # hash, key word, value word: SEG_SLOT bytes
+_ENTRY = struct.Struct("<II")  # a bag list entry, value offset and length: SEG_BAG_ENTRY bytes
 
 _stores = {}
 
 # A reader waits this long for a writer in the middle of a write, or for a segment
-# the directory names, before it gives up: a writer that died mid-write, or a
-# missing file, must not spin a worker forever.
+# the directory names, then raises TimeoutError naming what it waited for: a writer
+# that died mid-write, or a missing file, must not hang a worker forever.
 WAIT_S = 5.0
 
 
@@ -79,11 +81,30 @@ def _open_private(path):
         os.close(fd)
 
 
-def _waited(deadline, what):
-    """Yield the CPU while waiting; raise once the deadline has passed."""
-    if time.monotonic() > deadline:
-        raise TimeoutError(what)
-    os.sched_yield()
+class _Wait:
+    """A wait for another process's write, given up after WAIT_S. A write in
+    progress ends within microseconds, so the first rounds only yield the CPU; then
+    the wait sleeps, twice as long each round up to 5 ms. Spinning on sched_yield
+    alone kept a core busy for all of WAIT_S (the scheduler returns at once when
+    nothing else runs); sleeping costs a wait that does end up to 5 ms more."""
+
+    __slots__ = ("deadline", "rounds", "pause")
+
+    def __init__(self):
+        self.deadline = time.monotonic() + WAIT_S
+        self.rounds = 0
+        self.pause = 50e-6
+
+    def again(self, what):
+        """Wait a little; raise TimeoutError(what()) once the deadline has passed."""
+        if time.monotonic() > self.deadline:
+            raise TimeoutError(what())
+        self.rounds += 1
+        if self.rounds <= 100:
+            os.sched_yield()
+        else:
+            time.sleep(self.pause)
+            self.pause = min(self.pause * 2, 5e-3)
 
 
 def _engine_pid():
@@ -182,12 +203,12 @@ class StoreReader:
     def _lookup_dir(self, table):
         """The current segment path of `table`, read under the directory's seqlock."""
         d = self.dir
-        deadline = time.monotonic() + WAIT_S
+        wait = _Wait()
         while True:
             s1 = _U64.unpack_from(d, DIR_H_SEQ)[0]
             if s1 & 1:
-                _waited(deadline, f"store {self.name!r}: its directory stayed mid-write "
-                                  f"for {WAIT_S:g} s")
+                wait.again(lambda: f"store {self.name!r}: its directory stayed mid-write "
+                                   f"for {WAIT_S:g} s")
                 continue
             n = _U32.unpack_from(d, DIR_H_NTABLES)[0]
             if DIR_HDR + n * DIR_ENTRY > len(d):
@@ -221,7 +242,7 @@ class StoreReader:
             raise KeyError(f"store {self.name!r} has stopped") from None
         if ino != self.dir_ino:  # the store was stopped and started again
             self._open_dir()
-        deadline = time.monotonic() + WAIT_S
+        wait = _Wait()
         while True:
             path = self._lookup_dir(table)
             try:
@@ -230,8 +251,8 @@ class StoreReader:
                 if not os.path.exists(self.dir_path):
                     raise KeyError(f"store {self.name!r} has stopped") from None
                 # replaced between the directory read and the open: read again
-                _waited(deadline, f"store {self.name!r}: the segment of table {table!r} "
-                                  f"({path}) stayed missing for {WAIT_S:g} s")
+                wait.again(lambda: f"store {self.name!r}: the segment of table {table!r} "
+                                   f"({path}) stayed missing for {WAIT_S:g} s")
                 continue
             # The old mapping is not closed here: another thread may still be
             # reading it. It closes when the last reference to it goes.
@@ -262,13 +283,12 @@ class StoreReader:
         blob = t.bytes_at(off, ln)
         if t.type != TABLE_BAG:
             return _loads(blob)
-        if ln < 4 or 4 + 8 * _U32.unpack_from(blob, 0)[0] > ln:
+        # the word's length counts the list's entries; the blob's capacity after
+        # them is the writer's, and nothing past the length is read
+        if ln < SEG_BAG_HDR or (ln - SEG_BAG_HDR) % SEG_BAG_ENTRY:
             raise _corrupt(t.path, f"a bag list of {ln} bytes")
-        out = []
-        for k in range(_U32.unpack_from(blob, 0)[0]):
-            o, n = _U32.unpack_from(blob, 4 + 8 * k)[0], _U32.unpack_from(blob, 8 + 8 * k)[0]
-            out.append(_loads(t.bytes_at(o, n)))
-        return out
+        return [_loads(t.bytes_at(o, n))
+                for o, n in _ENTRY.iter_unpack(blob[SEG_BAG_HDR:])]
 
     def get(self, table, key, default=None):
         t = self._table(table)
@@ -280,13 +300,13 @@ class StoreReader:
     def get_many(self, table, keys):
         """Values of several keys seen at one instant (a put_many is all or nothing)."""
         kbs = [_key(k) for k in keys]
-        deadline = time.monotonic() + WAIT_S
+        wait = _Wait()
         while True:
             t = self._table(table)
             s1 = _U64.unpack_from(t.mm, SEG_H_SEQ)[0]
             if s1 & 1:
-                _waited(deadline, f"store {self.name!r}: table {table!r} stayed mid-write "
-                                  f"for {WAIT_S:g} s")
+                wait.again(lambda: f"store {self.name!r}: table {table!r} stayed mid-write "
+                                   f"for {WAIT_S:g} s")
                 continue
             words = [self._find(t, kb) for kb in kbs]
             bag = t.type == TABLE_BAG

@@ -51,6 +51,14 @@ static long find_field(const char *e, size_t n, const char *s, const char *what)
   return -1;
 }
 
+/* The length field of the value word of key k in the bag table (index 1). */
+static uint64_t bag_word_len(sl_store *s, const char *k, size_t kl) {
+  const char *b = s->tables[1].cur->base;
+  int64_t i = seg_find(b, sl_crc32(k, kl), k, kl, 0);
+  if (i < 0) die("a key put to the bag table is not there");
+  return slot(b, (uint32_t)i)[2] & 0xffffffffu;
+}
+
 static void store_layout(void) {
   static const char *const names[] = { "protocol_dump_table_a", "protocol_dump_table_b",
                                        "protocol_dump_table_c" };
@@ -90,6 +98,22 @@ static void store_layout(void) {
   num("DIR_E_NAME", find_field(e, DIR_ENTRY, names[1], "a directory entry's table name"));
   num("DIR_E_PATH",
       find_field(e, DIR_ENTRY, s.tables[1].cur->path, "a directory entry's segment path"));
+
+  /* a bag's value word spans the list's header and its entries: lists of one and
+   * two values give the entry's size and the header's */
+  {
+    char k[8];
+    size_t kl = sl_store_key_str(k, "k", 1);
+    sl_kv v1 = { k, kl, "x", 1 }, v2 = { k, kl, "y", 1 };
+    uint64_t l1, l2;
+    if (sl_store_write(&s, 1, &v1, 1)) die("cannot put to a bag");
+    l1 = bag_word_len(&s, k, kl);
+    if (sl_store_write(&s, 1, &v2, 1)) die("cannot put to a bag");
+    l2 = bag_word_len(&s, k, kl);
+    if (l2 <= l1 || l1 < l2 - l1) die("a bag list's length");
+    num("SEG_BAG_HDR", (long long)(l1 - (l2 - l1)));
+    num("SEG_BAG_ENTRY", (long long)(l2 - l1));
+  }
   sl_store_destroy(&s);
 }
 

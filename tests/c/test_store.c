@@ -4,6 +4,11 @@
  *      bag lists, number keys, and a shadow reload;
  *   2. a bag key with 1000 values, which compaction re-adds one list at a time (run
  *      in a child, so that a write past the mapping fails the test, not the run);
+ *      and one with 100,000 values put one at a time (#12 item 10: each put copied
+ *      and scanned the whole list, so n puts cost O(n^2)), duplicates stored once,
+ *      while a reader thread checks that every list it reads is the values put so
+ *      far, in order, however the list grows and the segment is rebuilt; and
+ *      random bag batches of puts, repeats and deletes checked against a model;
  *   3. a stress run: one writer, several reader threads. The writer writes keys
  *      "a" and "b" together (one sl_store_write of 2 kvs) with the same 8-byte
  *      counter, fills the same table with thousands of keys (growth), overwrites
@@ -343,6 +348,244 @@ static void test_bag_many_values(void) {
   shm_remove((int)child, "cbag");
 }
 
+/* ---- 2b. a bag key with 100,000 values (#12 item 10) ------------------------------ */
+
+#define BIG_BAG 100000
+
+static sl_store BB;
+static int bb_done; /* atomic */
+
+/* The i-th value of the big bag: distinct, and of several lengths, so that equal
+ * lengths alone do not make a duplicate. */
+static size_t bb_val(char *out, long i) {
+  return (size_t)snprintf(out, 24, "v%ld%.*s", i, (int)(i % 5), "-----");
+}
+
+typedef struct {
+  pthread_t th;
+  long reads; /* atomic: the writer waits on it */
+  long grew, bad;
+  size_t longest;
+  char first_bad[160];
+} bb_reader;
+
+/* Reads the key while the writer appends: every read must be the first n values
+ * put, in their order, and n never goes back. */
+static void *bb_read(void *arg) {
+  bb_reader *r = arg;
+  key_t_ k = skey("big", 0);
+  size_t last = 0;
+  while (!__atomic_load_n(&bb_done, __ATOMIC_ACQUIRE)) {
+    sl_val *v = NULL;
+    size_t n = 0, i;
+    int rc = sl_store_get(&BB, 0, k.b, k.n, &v, &n);
+    char want[24];
+    if (rc < 0 || n < last) {
+      if (r->bad++ == 0)
+        snprintf(r->first_bad, sizeof r->first_bad, "rc %d, %zu values after %zu", rc, n, last);
+    }
+    for (i = 0; i < n; i++) {
+      size_t wl = bb_val(want, (long)i);
+      if (v[i].len != wl || memcmp(v[i].data, want, wl) != 0) {
+        if (r->bad++ == 0)
+          snprintf(r->first_bad, sizeof r->first_bad, "value %zu of %zu is '%.*s', not '%s'", i,
+                   n, (int)(v[i].len < 40 ? v[i].len : 40), v[i].data, want);
+        break;
+      }
+    }
+    if (n > last) r->grew++, last = n;
+    if (n > r->longest) r->longest = n;
+    sl_store_vals_free(v, n);
+    __atomic_fetch_add(&r->reads, 1, __ATOMIC_RELEASE);
+  }
+  return NULL;
+}
+
+/* The key's values as read now: count and whether they are the first n put. */
+static int bb_is_prefix(size_t *count) {
+  key_t_ k = skey("big", 0);
+  sl_val *v = NULL;
+  size_t n = 0, i;
+  int ok = sl_store_get(&BB, 0, k.b, k.n, &v, &n) == 1;
+  for (i = 0; ok && i < n; i++) {
+    char want[24];
+    size_t wl = bb_val(want, (long)i);
+    ok = v[i].len == wl && memcmp(v[i].data, want, wl) == 0;
+  }
+  sl_store_vals_free(v, n);
+  *count = n;
+  return ok;
+}
+
+/* 100,000 distinct values put one at a time under one key, with a reader thread
+ * reading the key throughout: each put appends in place or copies the list once
+ * into a blob of twice the room, and the segment is rebuilt as the heap fills. */
+static void test_bag_100k(void) {
+  const char *names[] = { "bag" };
+  int types[] = { SL_TABLE_BAG };
+  char err[256], val[24];
+  key_t_ k = skey("big", 0), other = skey("other", 0);
+  bb_reader rd;
+  uint64_t gen0;
+  size_t n = 0;
+  long i, failed = 0;
+  double t0;
+  int pid = (int)getpid(), rc;
+
+  rc = sl_store_create(&BB, "cbig", 1, names, types, err, sizeof err);
+  CHECKF(rc == 0, "create: %s", err);
+  if (rc) return;
+  gen0 = BB.gen;
+  memset(&rd, 0, sizeof rd);
+  pthread_create(&rd.th, NULL, bb_read, &rd);
+  t0 = now_ms();
+  for (i = 0; i < BIG_BAG; i++) {
+    if (put1(&BB, 0, k, val, bb_val(val, i))) failed++;
+    /* now and then the same value again, an older one, and another key's value */
+    if (i % 997 == 0 && put1(&BB, 0, k, val, bb_val(val, i))) failed++;
+    if (i % 1009 == 0 && put1(&BB, 0, k, val, bb_val(val, i / 2))) failed++;
+    if (i % 4999 == 0 && put1(&BB, 0, other, val, bb_val(val, i))) failed++;
+    /* the writer outruns a reader that copies out the whole list: every 1000
+     * puts it waits for one more read, so reads land all through the growth */
+    if (i % 1000 == 999) {
+      long seen = __atomic_load_n(&rd.reads, __ATOMIC_ACQUIRE);
+      while (__atomic_load_n(&rd.reads, __ATOMIC_ACQUIRE) == seen) sched_yield();
+    }
+  }
+  printf("bag: %d values put one at a time under one key in %.0f ms (with waits)\n", BIG_BAG,
+         now_ms() - t0);
+  __atomic_store_n(&bb_done, 1, __ATOMIC_RELEASE);
+  pthread_join(rd.th, NULL);
+  CHECKF(failed == 0, "%ld puts failed", failed);
+  CHECKF(bb_is_prefix(&n) && n == BIG_BAG, "the key holds %zu values, not the %d put", n,
+         BIG_BAG);
+  CHECKF(sl_store_size(&BB, 0) == BIG_BAG + 21, "size %zu", sl_store_size(&BB, 0));
+  printf("  reader: %ld reads, %ld saw the list longer, longest %zu values\n", rd.reads,
+         rd.grew, rd.longest);
+  CHECKF(rd.bad == 0, "the reader saw %ld bad lists, first: %s", rd.bad, rd.first_bad);
+  CHECKF(rd.reads >= BIG_BAG / 1000 && rd.grew >= BIG_BAG / 2000,
+         "the reader made %ld reads, %ld of a longer list",
+         rd.reads, rd.grew);
+  CHECKF(BB.gen - gen0 >= 2, "the segment was replaced %llu times while the bag grew",
+         (unsigned long long)(BB.gen - gen0));
+
+  /* every value again, one at a time and then in one batch with one new value:
+   * each is stored once */
+  failed = 0;
+  for (i = 0; i < BIG_BAG; i += 7)
+    if (put1(&BB, 0, k, val, bb_val(val, i))) failed++;
+  {
+    enum { M = 1000 };
+    static sl_kv kv[M + 1];
+    static char vals[M + 1][24];
+    for (i = 0; i <= M; i++) {
+      long at = i < M ? (i * 7919) % BIG_BAG : BIG_BAG;
+      kv[i] = (sl_kv){ k.b, k.n, vals[i], bb_val(vals[i], at) };
+    }
+    if (sl_store_write(&BB, 0, kv, M + 1)) failed++;
+  }
+  CHECKF(failed == 0, "%ld puts of duplicates failed", failed);
+  CHECKF(bb_is_prefix(&n) && n == BIG_BAG + 1, "after duplicates the key holds %zu values", n);
+  CHECK(sl_store_size(&BB, 0) == BIG_BAG + 22);
+
+  /* a delete drops the whole list and the key starts again: in one batch, a put,
+   * the delete, then 100 puts that grow the new list one at a time */
+  {
+    enum { M = 100 };
+    static sl_kv kv[M + 2];
+    static char vals[M + 1][24];
+    kv[0] = (sl_kv){ k.b, k.n, vals[M], bb_val(vals[M], BIG_BAG + 1) };
+    kv[1] = (sl_kv){ k.b, k.n, NULL, 0 };
+    for (i = 0; i < M; i++) kv[i + 2] = (sl_kv){ k.b, k.n, vals[i], bb_val(vals[i], i) };
+    CHECK(sl_store_write(&BB, 0, kv, M + 2) == 0);
+    CHECKF(bb_is_prefix(&n) && n == M, "after the delete the key holds %zu values", n);
+    CHECK(sl_store_size(&BB, 0) == 21 + M);
+  }
+  CHECK(del1(&BB, 0, k) == 0);
+  CHECK(sl_store_size(&BB, 0) == 21);
+  CHECK(put1(&BB, 0, k, val, bb_val(val, 0)) == 0);
+  CHECK(bb_is_prefix(&n) && n == 1);
+  {
+    sl_val *v = NULL;
+    size_t m = 0;
+    CHECK(sl_store_get(&BB, 0, other.b, other.n, &v, &m) == 1 && m == 21);
+    sl_store_vals_free(v, m);
+  }
+  sl_store_destroy(&BB);
+  CHECK(shm_files(pid, "cbig") == 0);
+}
+
+/* Random bag batches (puts, repeated values, deletes, over three keys) against a
+ * model of what each key must hold: a bag keeps each value once, in the order first
+ * put, and a delete empties the key. Thousands of batches fill and rebuild the
+ * segment many times, so a batch whose room was reserved short (batch_need) ends
+ * the run in abort(), and a list that lost or doubled a value fails the check. */
+static size_t model_val(char *out, int id) {
+  return (size_t)snprintf(out, 48, "m%d%.*s", id, id % 23, "=======================");
+}
+
+static void test_bag_model(void) {
+  enum { NK = 3, NV = 300, ROUNDS = 3000, MAXB = 40 };
+  const char *names[] = { "bag" };
+  int types[] = { SL_TABLE_BAG };
+  char err[256];
+  static int model[NK][NV], mlen[NK];
+  static char vals[MAXB][48];
+  sl_kv kv[MAXB];
+  key_t_ keys[NK];
+  sl_store s;
+  unsigned seed = 12345;
+  int round, bad = 0, failed = 0, j, longest = 0;
+  uint64_t gen0;
+  if (sl_store_create(&s, "cmodel", 1, names, types, err, sizeof err)) {
+    CHECKF(0, "create: %s", err);
+    return;
+  }
+  gen0 = s.gen;
+  for (j = 0; j < NK; j++) keys[j] = skey("mk%ld", j);
+  for (round = 0; round < ROUNDS && !bad; round++) {
+    int nb = 1 + (int)(rand_r(&seed) % MAXB), b, k;
+    for (b = 0; b < nb; b++) {
+      int key = (int)(rand_r(&seed) % NK), del = rand_r(&seed) % 300 == 0;
+      int id = (int)(rand_r(&seed) % NV), m;
+      kv[b] = (sl_kv){ keys[key].b, keys[key].n, NULL, 0 };
+      if (del) {
+        if (mlen[key] > longest) longest = mlen[key];
+        mlen[key] = 0;
+        continue;
+      }
+      kv[b].val = vals[b];
+      kv[b].vlen = model_val(vals[b], id);
+      for (m = 0; m < mlen[key] && model[key][m] != id; m++) {}
+      if (m == mlen[key]) model[key][mlen[key]++] = id;
+    }
+    if (sl_store_write(&s, 0, kv, (size_t)nb)) failed++;
+    for (k = 0; k < NK && !bad; k++) {
+      sl_val *v = NULL;
+      size_t n = 0, i;
+      int rc = sl_store_get(&s, 0, keys[k].b, keys[k].n, &v, &n);
+      if ((rc == 1) != (mlen[k] > 0) || n != (size_t)mlen[k]) bad = 1;
+      for (i = 0; !bad && i < n; i++) {
+        char want[48];
+        size_t wl = model_val(want, model[k][i]);
+        if (v[i].len != wl || memcmp(v[i].data, want, wl)) bad = 1;
+      }
+      if (bad)
+        fprintf(stderr, "round %d: key %d holds %zu values, the model %d\n", round, k, n,
+                mlen[k]);
+      sl_store_vals_free(v, n);
+    }
+  }
+  CHECKF(!bad && failed == 0, "bag batches against the model: %d failed writes, %s", failed,
+         bad ? "a key differs" : "keys agree");
+  printf("bag model: %d batches, lists up to %d values, %llu segments made\n", round, longest,
+         (unsigned long long)(s.gen - gen0));
+  CHECK(sl_store_size(&s, 0) == (size_t)(mlen[0] + mlen[1] + mlen[2]));
+  CHECKF(s.gen - gen0 >= 3, "the segment was replaced only %llu times",
+         (unsigned long long)(s.gen - gen0));
+  sl_store_destroy(&s);
+}
+
 /* ---- 3. the stress run -------------------------------------------------------------- */
 
 enum { T_PAIR = 0, T_BLOBS = 1 };
@@ -608,6 +851,8 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   test_api();
   test_bag_many_values();
+  test_bag_100k();
+  test_bag_model();
   stress();
   TEST_END();
 }

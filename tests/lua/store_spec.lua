@@ -1074,6 +1074,39 @@ describe("slither.store", function()
       "store:bytes() reached %.1f MB (after %d puts) for 100 live keys", maxb / 1048576, at))
   end)
 
+  it("a bag key takes 100,000 values one put at a time (#12 item 10)", function()
+    -- Each put copied the key's whole list and scanned it for the value: 20,000
+    -- values did not finish in 120 s, and the loop was blocked all along. A Python
+    -- worker reads the list through the shared mapping while it grows.
+    local N = 100000
+    local pool = H.pool{ size = 1 }
+    local st = start{ name = "bigbag", tables = { { name = "b", type = "bag" } } }
+    local reader = slither.spawn(function()
+      return pool:call(M, "bag_prefix_reader", { { "bigbag", "b", "k", N, 60 } })
+    end)
+    for i = 1, N do
+      assert(st:put("b", "k", i))
+      if i % 10 == 0 then assert(st:put("b", "k", math.floor(i / 2) + 1)) end -- stored already
+      -- room for the worker to read the list as it grows (not needed for the checks)
+      if i % 10000 == 0 then slither.sleep(20) elseif i % 2000 == 0 then slither.sleep(0) end
+    end
+    local v = st:get("b", "k")
+    assert.are.equal(N, #v)
+    local wrong
+    for i = 1, N do
+      if v[i] ~= i then wrong = wrong or i end
+    end
+    assert.is_nil(wrong, "value " .. tostring(wrong) .. " is " .. tostring(wrong and v[wrong]))
+    assert.are.equal(N, st:size("b"))
+    local ok, r, err = reader:join()
+    assert.is_true(ok)
+    assert(r, err and err.message)
+    local reads, bad, longest, first = r[1][1], r[1][2], r[1][3], r[1][4]
+    assert.are.equal(0, bad, tostring(first))
+    assert.are.equal(N, longest, reads .. " reads")
+    assert.are.same({ { N, true, N } }, pool:call(M, "bag_summary", { { "bigbag", "b", "k" } }))
+  end)
+
   it("bags with many values per key survive compaction ", function()
     -- Run in child processes: today the engine dies of SIGSEGV there. One key with
     -- 1000 values, and 2000 keys with 12 values each (put_many rounds).

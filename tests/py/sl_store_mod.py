@@ -131,3 +131,38 @@ def sleep_then(items):
         time.sleep(secs)
         out.append(value)
     return out
+
+
+def bag_prefix_reader(items):
+    """[store, table, key, n, seconds]: get(key) in a loop, of a bag whose values are
+    put as 1, 2, 3, ...: every read must be [1 .. m] for an m that never goes back.
+    Stops once a read holds n values, or when the time is up. Returns [reads, bad
+    reads, the longest read, the first bad read or None]."""
+    out = []
+    for name, table, key, n, seconds in items:
+        st = slither_worker.store(name)
+        deadline = time.monotonic() + seconds
+        reads = bad = longest = 0
+        first = None
+        while longest < n and time.monotonic() < deadline:
+            vals = st.get(table, key)
+            reads += 1
+            m = len(vals)
+            if m < longest or vals != list(range(1, m + 1)):
+                bad += 1
+                if first is None:
+                    first = f"{m} values after {longest}: {vals[:5]!r}...{vals[-5:]!r}"
+            longest = max(longest, m)
+        out.append([reads, bad, longest, first])
+    return out
+
+
+def bag_summary(items):
+    """[store, table, key] -> [values, whether they are 1 .. values in order, size]:
+    a big bag's values checked here rather than sent back."""
+    out = []
+    for name, table, key in items:
+        st = slither_worker.store(name)
+        vals = st.get(table, key)
+        out.append([len(vals), vals == list(range(1, len(vals) + 1)), st.size(table)])
+    return out

@@ -146,6 +146,7 @@ class ProtocolContract(unittest.TestCase):
     def test_worker_structs_match_the_layout(self):
         self.assertEqual(protocol.FRAME_PREFIX, runtime._HDR.size)
         self.assertEqual(protocol.SEG_SLOT, store._SLOT.size)
+        self.assertEqual(protocol.SEG_BAG_ENTRY, store._ENTRY.size)
 
 
 if __name__ == "__main__":
