@@ -536,9 +536,9 @@ static int l_pool_start(lua_State *L) {
   lua_getfield(L, 1, #name);                                                       \
   if (!lua_isnil(L, -1)) o.name = opt_range(L, #name, -1, lo, hi, 2);              \
   lua_pop(L, 1);
-  OPT_INT(size, 1, 4096)
+  OPT_INT(size, 1, SL_POOL_MAX_SIZE)
   OPT_MS(startup_timeout_ms, 1)
-  OPT_INT(threads, 1, 4096)
+  OPT_INT(threads, 1, SL_POOL_MAX_SIZE)
   OPT_MS(call_timeout_ms, 0)
   OPT_INT(max_calls, 0, INT_MAX)
   OPT_NUM(max_calls_jitter, 0, 0.999999)

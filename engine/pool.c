@@ -247,8 +247,9 @@ sl_pool *sl_pool_start(sl_engine *e, const sl_pool_opts *o, sl_pool_start_cb cb,
   int i;
   {
     /* the first option out of its range, by name (the Lua layer says the same) */
-    const char *bad = o->size < 1 || o->size > 4096           ? "size must be from 1 to 4096"
-                      : o->threads < 1 || o->threads > 4096   ? "threads must be from 1 to 4096"
+    const char *bad = o->size < 1 || o->size > SL_POOL_MAX_SIZE ? "size must be from 1 to 4096"
+                      : o->threads < 1 || o->threads > SL_POOL_MAX_SIZE
+                          ? "threads must be from 1 to 4096"
                       : o->startup_timeout_ms < 1             ? "startup_timeout_ms must be >= 1"
                       : o->call_timeout_ms < 0                ? "call_timeout_ms must be >= 0"
                       : o->max_calls < 0                      ? "max_calls must be >= 0"

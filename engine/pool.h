@@ -45,6 +45,9 @@ typedef struct sl_pool_opts {
   void *event_ud;
 } sl_pool_opts;
 
+/* The most workers a pool may have, and threads a worker may run. */
+#define SL_POOL_MAX_SIZE 4096
+
 void sl_pool_opts_default(sl_pool_opts *o);
 
 typedef struct sl_call sl_call;

@@ -883,10 +883,17 @@ static void expect_pickle_error(const char *p, size_t n, const char *frag) {
  * shared references built a value the writer refuses as nested too deeply, or a
  * list that holds itself. n tuples, each holding the one before through the memo,
  * sit side by side in an outer list: the outer list is n + 2 tall. */
+/* What decoding the pickle p[0..n) returns; the value, if any, is dropped. */
+static int pickle_rc(const char *p, size_t n) {
+  int rc = sl_codec_decode_pickle(L, p, n, 0, err, sizeof err);
+  if (rc == 0) lua_pop(L, 1);
+  return rc;
+}
+
 static int pickled_chain(int n) {
   char p[1200];
   size_t k = 0;
-  int i, rc;
+  int i;
   memcpy(p, "\x80\x04](]\x94", 6);
   k = 6;
   for (i = 1; i <= n; i++) {
@@ -898,16 +905,14 @@ static int pickled_chain(int n) {
   }
   p[k++] = 'e';
   p[k++] = '.';
-  rc = sl_codec_decode_pickle(L, p, k, 0, err, sizeof err);
-  if (rc == 0) lua_pop(L, 1);
-  return rc;
+  return pickle_rc(p, k);
 }
 
 /* X0 = [], Xk = (Xk-1, Xk-1): n levels stand for 2^n values in 4n bytes */
 static int pickled_diamond(int n) {
   char p[1200];
   size_t k = 0;
-  int i, rc;
+  int i;
   memcpy(p, "\x80\x04]\x94", 4);
   k = 4;
   for (i = 1; i <= n; i++) {
@@ -917,9 +922,7 @@ static int pickled_diamond(int n) {
     p[k++] = (char)0x94;
   }
   p[k++] = '.';
-  rc = sl_codec_decode_pickle(L, p, k, 0, err, sizeof err);
-  if (rc == 0) lua_pop(L, 1);
-  return rc;
+  return pickle_rc(p, k);
 }
 
 static void test_fuzz_shared(void) {

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import textwrap
 import unittest
+
+import needs
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,21 +32,7 @@ from slither_worker import protocol as P  # noqa: E402
 ATTACKER = 65534
 
 
-def need_root(test):
-    """Root and setpriv are needed to act as another user. CI runs as root: there a
-    missing piece fails the test with the reason; elsewhere the test is skipped."""
-    why = None
-    if os.geteuid() != 0:
-        why = "acting as another user needs root"
-    elif not shutil.which("setpriv"):
-        why = "setpriv (util-linux) is not installed"
-    if why is None:
-        return test
-    if os.environ.get("CI"):
-        def fail(self):
-            self.fail(why)
-        return fail
-    return unittest.skip(why)(test)
+need_root = needs.need_root("acting as another user", "setpriv")
 
 
 def as_attacker(code, *args):

@@ -13,25 +13,13 @@ import subprocess
 import tempfile
 import unittest
 
+import needs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLITHER = os.environ.get("SLITHER_BIN") or os.path.join(HERE, "..", "..", "build", "slither")
 
 
-def need_root(test):
-    """Mounting a tmpfs needs root. CI runs as root: there a missing piece fails the
-    test with the reason; elsewhere the test is skipped."""
-    why = None
-    if os.geteuid() != 0:
-        why = "mounting a small tmpfs needs root"
-    elif not shutil.which("mount"):
-        why = "mount (util-linux) is not installed"
-    if why is None:
-        return test
-    if os.environ.get("CI"):
-        def fail(self):
-            self.fail(why)
-        return fail
-    return unittest.skip(why)(test)
+need_root = needs.need_root("mounting a small tmpfs", "mount")
 
 
 ENGINE = """
