@@ -146,6 +146,17 @@ def t_dir(data, scratch):
         raise Finding(f"directory reader raised {type(e).__name__}")
 
 
+def stale_segment(data, scratch):
+    """Why the reader refuses a segment seed outright (its magic or header, as after
+    a layout change), or None when it maps it as a table."""
+    path = _private_file(scratch, "slither.fuzz.seg", data)
+    try:
+        store._Table(path)
+    except store.StoreCorrupt as e:
+        return str(e)
+    return None
+
+
 TARGETS = {"codec": t_codec, "pickle": t_pickle, "segment": t_segment, "dir": t_dir}
 
 
@@ -284,6 +295,12 @@ def main():
                 if how:
                     print(f"FINDING replaying {name}: {how}")
                     bad += 1
+                elif target == "segment" and not name.startswith("crash-"):
+                    stale = stale_segment(data, scratch)
+                    if stale:
+                        print(f"STALE seed {name}: the reader refuses it ({stale}); a seed "
+                              "that fails the first check fuzzes nothing behind it")
+                        bad += 1
         if a.replay or bad:
             print(f"replayed {count} inputs: {'clean' if not bad else f'{bad} failed'}")
             return 1 if bad else 0
